@@ -1,0 +1,381 @@
+"""A multi-scale ConvNeXt (V1 and V2) backbone for dense prediction.
+
+The architecture follows "A ConvNet for the 2020s" (Liu et al., CVPR 2022) and, with
+``version='v2'``, "ConvNeXt V2" (Woo et al., CVPR 2023): a patchify stem, four stages of
+depthwise 7x7 / inverted-bottleneck blocks, separate LayerNorm + 2x2-conv downsampling layers, and
+one channels-first LayerNorm on every returned stage output (as in the paper's detection and
+segmentation code).
+
+Parameter names follow the official checkpoint layout (``downsample_layers.i.*``,
+``stages.i.j.{dwconv,norm,pwconv1,pwconv2,gamma,grn}``, ``norm{i}``), so official ImageNet weights
+load without renaming and the official layer-decay rule applies by name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as checkpoint
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_
+
+__all__ = ['ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'ConvNeXt', 'ConvNeXtBlock', 'GRN']
+
+# The one table of ConvNeXt sizes: name -> (blocks per stage, channels per stage).
+ARCH_SETTINGS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
+    'atto': ((2, 2, 6, 2), (40, 80, 160, 320)),
+    'femto': ((2, 2, 6, 2), (48, 96, 192, 384)),
+    'pico': ((2, 2, 6, 2), (64, 128, 256, 512)),
+    'nano': ((2, 2, 8, 2), (80, 160, 320, 640)),
+    'tiny': ((3, 3, 9, 3), (96, 192, 384, 768)),
+    'small': ((3, 3, 27, 3), (96, 192, 384, 768)),
+    'base': ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    'large': ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    'xlarge': ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+    'xxlarge': ((3, 4, 30, 3), (384, 768, 1536, 3072)),
+    'huge': ((3, 3, 27, 3), (352, 704, 1408, 2816)),
+}
+# Which sizes each version was published in (official V1/V2 releases).
+PUBLISHED_ARCHS: Dict[str, Tuple[str, ...]] = {
+    'v1': ('atto', 'femto', 'pico', 'nano', 'tiny', 'small', 'base', 'large', 'xlarge',
+           'xxlarge'),
+    'v2': ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge'),
+}
+
+# Overall stride of the stem and of each downsampling layer: stage i runs at 4 * 2**i.
+STEM_STRIDE = 4
+STAGE_STRIDES = (4, 8, 16, 32)
+LN_EPS = 1e-6  # the paper's LayerNorm epsilon, everywhere
+
+
+class GRN(nn.Module):
+    """Global Response Normalization of ConvNeXt V2, on channels-last (N, H, W, C) input.
+
+    NOTE: timm's ``GlobalResponseNorm`` computes the same thing, but names its parameters
+    ``weight``/``bias`` with shape (C,); the official checkpoints hold ``grn.gamma``/``grn.beta``
+    with shape (1, 1, 1, C), and keeping that layout lets them load without renaming.
+    """
+
+    def __init__(self, channels: int, eps: float = LN_EPS) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.zeros(1, 1, 1, channels))
+        self.beta = nn.Parameter(torch.zeros(1, 1, 1, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # L2 norm over space per channel, divided by its mean over channels.
+        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
+        nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
+        return torch.addcmul(self.beta, self.gamma, x * nx) + x
+
+
+class ConvNeXtBlock(nn.Module):
+    """dwconv 7x7 -> LayerNorm -> Linear(4C) -> GELU [-> GRN] -> Linear(C) [-> layer scale]
+    -> stochastic depth -> residual.
+
+    Args:
+        channels (int): Input and output channels.
+        drop_path (float): Stochastic depth probability of the residual branch.
+        layer_scale_init_value (float): Initial value of the per-channel layer scale ``gamma``;
+            0 disables it (ConvNeXt V2).
+        use_grn (bool): Put Global Response Normalization after GELU (ConvNeXt V2).
+        with_cp (bool): Recompute the block in backward instead of storing its activations.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1e-6,
+                 use_grn: bool = False,
+                 with_cp: bool = False) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=LN_EPS)
+        self.pwconv1 = nn.Linear(channels, 4 * channels)
+        self.act = nn.GELU()
+        self.grn = GRN(4 * channels) if use_grn else None
+        self.pwconv2 = nn.Linear(4 * channels, channels)
+        self.gamma = (nn.Parameter(torch.full((channels, ), float(layer_scale_init_value)))
+                      if layer_scale_init_value > 0 else None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.with_cp = with_cp
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dwconv(x)
+        # (N, C, H, W) -> (N, H, W, C); a free view when x is channels-last in memory.
+        x = x.permute(0, 2, 3, 1)
+        x = self.norm(x)
+        x = self.act(self.pwconv1(x))
+        if self.grn is not None:
+            x = self.grn(x)
+        x = self.pwconv2(x)
+        if self.gamma is not None:
+            x = x * self.gamma
+        return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad and self.training:
+            branch = checkpoint.checkpoint(self._residual, x, use_reentrant=False)
+        else:
+            branch = self._residual(x)
+        return x + self.drop_path(branch)
+
+
+@MODELS.register_module()
+class ConvNeXt(BaseModule):
+    """ConvNeXt backbone returning per-stage feature maps for FPN / UPerNet necks.
+
+    Registered in mmengine's root ``MODELS`` registry, so ``type='ConvNeXt'`` builds from
+    ``mmdet.registry.MODELS`` and ``mmseg.registry.MODELS`` alike (child registries fall back to
+    the root).
+
+    Input sizes need not be multiples of 32: the stem and downsampling convolutions floor odd
+    sizes, exactly like the reference implementation. An input must be at least 32x32.
+
+    Args:
+        arch (str | dict): A size from ``ARCH_SETTINGS`` published for ``version``, or a dict
+            ``dict(depths=(...4 ints), widths=(...4 ints))``.
+        version (str): ``'v1'`` (layer scale) or ``'v2'`` (GRN after GELU, no layer scale).
+        in_channels (int): Channels of the input image.
+        out_indices (Sequence[int]): Stages whose outputs are returned (0..3, negative indices
+            count from the end); returned in increasing stage order.
+        drop_path_rate (float): Stochastic depth rate of the last block; it rises linearly from
+            0 over all blocks.
+        layer_scale_init_value (float, optional): Initial layer-scale value; None takes the
+            version's default (1e-6 for V1, off for V2); 0 disables it.
+        frozen_stages (int): -1 freezes nothing; 0 freezes the stem; k >= 1 freezes the stem and
+            stages 0..k-1 with their downsampling layers (no grad, eval mode, also after
+            ``train()``).
+        with_cp (bool): Gradient checkpointing per block (saves activation memory).
+        channels_last (bool): Run in channels-last memory layout, which removes the copies that
+            the blocks' permutations otherwise cost. Outputs are equal either way.
+        init_cfg (dict | list[dict], optional): mmengine initialization config;
+            ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)`` loads ImageNet or
+            detector/segmentor weights of any supported layout (see ``convnext_backbone.weights``).
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 version: str = 'v1',
+                 in_channels: int = 3,
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.0,
+                 layer_scale_init_value: Optional[float] = None,
+                 frozen_stages: int = -1,
+                 with_cp: bool = False,
+                 channels_last: bool = True,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.depths, self.widths = _resolve_arch(arch, version)
+        self.version = version
+        self.use_grn = version == 'v2'
+        if layer_scale_init_value is None:
+            layer_scale_init_value = 0.0 if self.use_grn else 1e-6
+        elif self.use_grn and layer_scale_init_value > 0:
+            raise ValueError('ConvNeXt V2 has no layer scale; got layer_scale_init_value='
+                             f'{layer_scale_init_value}, expected None or 0 with version="v2"')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.in_channels = in_channels
+        self.out_indices = _resolve_out_indices(out_indices)
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must be in -1..4 (-1: none, 0: stem, k: stem and the '
+                             f'first k stages), got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.channels_last = channels_last
+
+        # downsample_layers[0] is the patchify stem, [1..3] the LayerNorm + 2x2 conv between
+        # stages (names as in the official code, so official checkpoints load directly).
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(
+                nn.Conv2d(in_channels, self.widths[0], kernel_size=STEM_STRIDE,
+                          stride=STEM_STRIDE),
+                LayerNorm2d(self.widths[0], eps=LN_EPS))
+        ])
+        for i in range(1, 4):
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(self.widths[i - 1], eps=LN_EPS),
+                    nn.Conv2d(self.widths[i - 1], self.widths[i], kernel_size=2, stride=2)))
+
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
+        self.stages = nn.ModuleList()
+        for i, (depth, width) in enumerate(zip(self.depths, self.widths)):
+            first = sum(self.depths[:i])
+            self.stages.append(
+                nn.Sequential(*[
+                    ConvNeXtBlock(width, rates[first + j], layer_scale_init_value, self.use_grn,
+                                  with_cp) for j in range(depth)
+                ]))
+        # One channels-first LayerNorm per returned stage, as in the paper's dense models.
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.widths[i], eps=LN_EPS))
+
+        self.apply(_init_weights)
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------------------- outputs
+    @property
+    def out_channels(self) -> Tuple[int, ...]:
+        """Channels of each returned feature map, in output order (a neck's ``in_channels``)."""
+        return tuple(self.widths[i] for i in self.out_indices)
+
+    @property
+    def out_strides(self) -> Tuple[int, ...]:
+        """Stride (relative to the input) of each returned feature map, in output order."""
+        return tuple(STAGE_STRIDES[i] for i in self.out_indices)
+
+    @property
+    def feature_info(self) -> List[dict]:
+        """Outputs as data, timm-style: channels, reduction and the norm module of each."""
+        return [
+            dict(num_chs=self.widths[i], reduction=STAGE_STRIDES[i], module=f'norm{i}')
+            for i in self.out_indices
+        ]
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(N, in_channels, H, W) -> tuple of (N, C_i, H / s_i, W / s_i), one per out index."""
+        self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outs = []
+        last = self.out_indices[-1]
+        for i in range(last + 1):
+            x = self.stages[i](self.downsample_layers[i](x))
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+        return tuple(outs)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'ConvNeXt expects input of shape (N, {self.in_channels}, H, W), '
+                             f'got {tuple(x.shape)}')
+        if x.shape[2] < STAGE_STRIDES[-1] or x.shape[3] < STAGE_STRIDES[-1]:
+            raise ValueError(f'ConvNeXt needs an input of at least {STAGE_STRIDES[-1]}x'
+                             f'{STAGE_STRIDES[-1]} pixels (one stride-32 cell), got '
+                             f'{x.shape[2]}x{x.shape[3]}')
+
+    # ----------------------------------------------------------------------------- freezing
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules: List[nn.Module] = [self.downsample_layers[0]]
+        for i in range(self.frozen_stages):
+            modules += [self.downsample_layers[i], self.stages[i]]
+        return modules
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'ConvNeXt':
+        super().train(mode)
+        self._freeze_stages()  # frozen parts stay in eval mode (drop path off)
+        return self
+
+    # ----------------------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` exactly (see ``weights.py``);
+        any other init_cfg goes to mmengine."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from .weights import load_pretrained  # local: weights imports this module
+            load_pretrained(self, **{k: v for k, v in cfg.items() if k != 'type'})
+            self._is_init = True
+        else:
+            super().init_weights()
+
+    def no_weight_decay(self) -> set:
+        """Names of parameters that are not 1-D yet must not be decayed: GRN's (1, 1, 1, C)
+        gamma and beta (timm's convention)."""
+        return {name for name, _ in self.named_parameters() if '.grn.' in name}
+
+    # ----------------------------------------------------------------------------- lr decay
+    @property
+    def num_layers(self) -> int:
+        """The official ``num_layers`` of layer-wise decay for this arch: stem (0), stage 0 (1),
+        stage 1 (2), stage 2 in groups of three blocks (3...), stage 3 (last). This gives 6 for
+        9-block third stages (T) and 12 for 27-block ones (S/B/L/XL), as the official recipes."""
+        return 3 + math.ceil(self.depths[2] / 3)
+
+    def get_layer_depth(self, param_name: str, decay_type: str = 'layer_wise',
+                        prefix: str = '') -> Tuple[int, int]:
+        """Layer id of a parameter for learning-rate decay, and ``num_layers``.
+
+        Ids run from 0 (stem) to ``num_layers`` (last stage); parameters outside the
+        downsampling layers and stages (e.g. the output norms) get ``num_layers + 1``, i.e. the
+        full learning rate. The learning-rate scale is ``decay_rate ** (num_layers + 1 - id)``.
+
+        Args:
+            param_name (str): Parameter name, as in ``named_parameters()``.
+            decay_type (str): ``'layer_wise'`` or ``'stage_wise'`` (every downsampling layer 0,
+                stage i at i + 1).
+            prefix (str): Prefix to strip from ``param_name`` (e.g. ``'backbone.'``).
+        """
+        ids = self._layer_ids(decay_type)
+        if param_name.startswith(prefix):
+            param_name = param_name[len(prefix):]
+        return ids.get(param_name, self.num_layers + 1), self.num_layers
+
+    def _layer_ids(self, decay_type: str) -> Dict[str, int]:
+        if decay_type not in ('layer_wise', 'stage_wise'):
+            raise ValueError(f"decay_type must be 'layer_wise' or 'stage_wise', got {decay_type!r}")
+        last = self.num_layers
+        ids: Dict[str, int] = {}
+        for i, layer in enumerate(self.downsample_layers):
+            layer_id = 0 if decay_type == 'stage_wise' else (0, 2, 3, last)[i]
+            ids.update({name: layer_id for name, _ in
+                        layer.named_parameters(prefix=f'downsample_layers.{i}')})
+        for i, stage in enumerate(self.stages):
+            for j, block in enumerate(stage):
+                if decay_type == 'stage_wise':
+                    layer_id = i + 1
+                else:
+                    layer_id = (1, 2, 3 + j // 3, last)[i]
+                ids.update({name: layer_id for name, _ in
+                            block.named_parameters(prefix=f'stages.{i}.{j}')})
+        return ids
+
+
+def _init_weights(module: nn.Module) -> None:
+    # The reference initialization: truncated normal (std 0.02) for convs and linears.
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _resolve_arch(arch: Union[str, dict], version: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    if version not in PUBLISHED_ARCHS:
+        raise ValueError(f'version must be one of {sorted(PUBLISHED_ARCHS)}, got {version!r}')
+    if isinstance(arch, str):
+        if arch not in PUBLISHED_ARCHS[version]:
+            raise ValueError(f'Unknown ConvNeXt {version} arch {arch!r}; expected one of '
+                             f'{", ".join(PUBLISHED_ARCHS[version])} or a dict(depths=..., '
+                             'widths=...)')
+        return ARCH_SETTINGS[arch]
+    if isinstance(arch, dict) and set(arch) == {'depths', 'widths'}:
+        depths, widths = tuple(arch['depths']), tuple(arch['widths'])
+        if len(depths) == 4 and len(widths) == 4 and all(
+                isinstance(v, int) and v > 0 for v in depths + widths):
+            return depths, widths
+    raise ValueError('arch must be a name or dict(depths=(4 positive ints), widths=(4 positive '
+                     f'ints)), got {arch!r}')
+
+
+def _resolve_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
+    if isinstance(out_indices, int):
+        out_indices = (out_indices, )
+    resolved = []
+    for index in out_indices:
+        if not -4 <= index <= 3:
+            raise ValueError(f'out_indices must be stage indices in -4..3, got {tuple(out_indices)}')
+        resolved.append(index % 4)
+    if not resolved or len(set(resolved)) != len(resolved):
+        raise ValueError(f'out_indices must name distinct stages, got {tuple(out_indices)}')
+    return tuple(sorted(resolved))

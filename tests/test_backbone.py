@@ -1,0 +1,186 @@
+"""The backbone: shapes for every arch, parity with timm, options, bad input, registries."""
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
+from convnext_backbone.weights import from_timm
+
+from .conftest import randomize_
+
+ALL_ARCHS = [(v, a) for v, archs in PUBLISHED_ARCHS.items() for a in archs]
+
+
+@pytest.mark.parametrize('version,arch', ALL_ARCHS)
+def test_shapes_channels_strides_every_arch(version, arch):
+    # The meta device runs shape inference without allocating the large models' weights.
+    with torch.device('meta'):
+        model = ConvNeXt(arch, version=version)
+        outs = model(torch.empty(1, 3, 64, 96))
+    depths, widths = ARCH_SETTINGS[arch]
+    assert model.depths == depths and model.widths == widths
+    assert model.out_channels == widths and model.out_strides == (4, 8, 16, 32)
+    assert [tuple(o.shape) for o in outs] == [(1, w, 64 // s, 96 // s)
+                                              for w, s in zip(widths, (4, 8, 16, 32))]
+    assert [len(s) for s in model.stages] == list(depths)
+    has_grn = any('.grn.' in n for n, _ in model.named_parameters())
+    has_gamma = any(n.endswith('.gamma') and '.grn.' not in n for n, _ in model.named_parameters())
+    assert (has_grn, has_gamma) == ((True, False) if version == 'v2' else (False, True))
+
+
+@pytest.mark.parametrize('out_indices,expected', [((0, 1, 2, 3), (0, 1, 2, 3)), ((3, ), (3, )),
+                                                  ((1, 3), (1, 3)), ((-1, 0), (0, 3)),
+                                                  ((2, -3), (1, 2))])
+def test_out_indices(out_indices, expected):
+    model = ConvNeXt('atto', out_indices=out_indices).eval()
+    outs = model(torch.randn(2, 3, 70, 45))  # not multiples of 32: floored like the reference
+    assert model.out_indices == expected
+    assert [o.shape[1] for o in outs] == [ARCH_SETTINGS['atto'][1][i] for i in expected]
+    assert [o.shape[2:] for o in outs] == [(70 // (4 * 2**i), 45 // (4 * 2**i)) for i in expected]
+    assert sorted(n for n, _ in model.named_children() if n.startswith('norm')) == [
+        f'norm{i}' for i in expected]
+    assert [f['reduction'] for f in model.feature_info] == [4 * 2**i for i in expected]
+
+
+TIMM_PEERS = [('convnext_atto', 'atto', 'v1'), ('convnext_tiny', 'tiny', 'v1'),
+              ('convnextv2_atto', 'atto', 'v2'), ('convnextv2_tiny', 'tiny', 'v2')]
+
+
+@pytest.mark.parametrize('timm_name,arch,version', TIMM_PEERS)
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_parity_with_timm(timm_name, arch, version, channels_last):
+    """Same weights, same input: timm's stage features through our per-stage norms equal ours."""
+    peer = randomize_(timm.create_model(timm_name, pretrained=False)).eval()
+    model = ConvNeXt(arch, version=version, channels_last=channels_last)
+    randomize_(model)  # random output norms too
+    missing, unexpected = model.load_state_dict(from_timm(peer.state_dict()), strict=False)
+    assert all(k.startswith('norm') for k in missing)
+    assert all(k.startswith(('head.', 'norm.')) for k in unexpected)
+    model.eval()
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        ours = model(x)
+        theirs = peer.forward_intermediates(x, intermediates_only=True)
+    assert len(ours) == len(theirs) == 4
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        b = getattr(model, f'norm{i}')(b)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_every_parameter_gets_a_gradient():
+    model = ConvNeXt('atto', version='v2', drop_path_rate=0.1)
+    sum(o.mean() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+def test_with_cp_matches_plain(version):
+    plain = randomize_(ConvNeXt('atto', version=version))
+    ckpt = ConvNeXt('atto', version=version, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for model in (plain, ckpt):
+        x_ = x.clone().requires_grad_()
+        out = model(x_)
+        sum((o * o).mean() for o in out).backward()
+        grads.append(({n: p.grad for n, p in model.named_parameters()}, out, x_.grad))
+    (g1, o1, x1), (g2, o2, x2) = grads
+    for a, b in zip(o1, o2):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(x1, x2)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 1, 3, 4])
+def test_frozen_stages(frozen_stages):
+    model = ConvNeXt('atto', frozen_stages=frozen_stages, drop_path_rate=0.5)
+    model.train()
+    frozen = {'downsample_layers.0'} | {f'{part}.{i}' for i in range(frozen_stages)
+                                       for part in ('downsample_layers', 'stages')}
+    for name, param in model.named_parameters():
+        prefix = '.'.join(name.split('.')[:2])
+        assert param.requires_grad == (prefix not in frozen), name
+    for name, module in model.named_modules():
+        if '.'.join(name.split('.')[:2]) in frozen:
+            assert not module.training, name
+    # Frozen blocks are in eval mode, so their stochastic depth is off.
+    x = torch.randn(1, 3, 64, 64)
+    if frozen_stages == 4:
+        torch.testing.assert_close(model(x)[-1], model(x)[-1])
+
+
+def test_drop_path_is_identity_in_eval():
+    with_dp = randomize_(ConvNeXt('atto', drop_path_rate=0.9)).eval()
+    without = ConvNeXt('atto', drop_path_rate=0.0).eval()
+    without.load_state_dict(with_dp.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(with_dp(x), without(x)):
+        torch.testing.assert_close(a, b)
+    with_dp.train()
+    assert not torch.allclose(with_dp(x)[-1], with_dp(x)[-1])  # and active in training
+
+
+def test_drop_path_rates_rise_linearly():
+    model = ConvNeXt('atto', drop_path_rate=0.3)
+    rates = [0.0 if isinstance(b.drop_path, torch.nn.Identity) else b.drop_path.drop_prob
+             for s in model.stages for b in s]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.3, 12))
+
+
+def test_custom_arch_dict_and_layer_scale():
+    model = ConvNeXt(dict(depths=(1, 1, 2, 1), widths=(8, 16, 24, 32)), layer_scale_init_value=0.5)
+    assert model.out_channels == (8, 16, 24, 32)
+    assert model.stages[0][0].gamma.detach().eq(0.5).all()
+    assert ConvNeXt('atto', layer_scale_init_value=0).stages[0][0].gamma is None
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(arch='tinyy'), 'atto, femto, pico, nano, tiny, small, base'),
+    (dict(arch='huge'), "Unknown ConvNeXt v1 arch 'huge'"),
+    (dict(arch='small', version='v2'), 'v2 arch'),
+    (dict(version='v3'), "version must be one of ['v1', 'v2']"),
+    (dict(arch=dict(depths=(1, 1, 1), widths=(8, 16, 32))), 'depths=(4 positive ints)'),
+    (dict(out_indices=(4, )), 'out_indices must be stage indices in -4..3, got (4,)'),
+    (dict(out_indices=(1, -3)), 'distinct'),
+    (dict(frozen_stages=5), 'frozen_stages must be in -1..4'),
+    (dict(version='v2', layer_scale_init_value=1e-6), 'V2 has no layer scale'),
+    (dict(drop_path_rate=1.0), 'drop_path_rate must be in [0, 1)'),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')
+                       .replace('[', r'\[').replace(']', r'\]')):
+        ConvNeXt(**kwargs)
+
+
+@pytest.mark.parametrize('shape,message', [
+    ((3, 64, 64), r'expects input of shape \(N, 3, H, W\), got \(3, 64, 64\)'),
+    ((1, 1, 64, 64), r'got \(1, 1, 64, 64\)'),
+    ((1, 3, 31, 64), 'at least 32x32 pixels .* got 31x64'),
+])
+def test_bad_input(shape, message):
+    with pytest.raises(ValueError, match=message):
+        ConvNeXt('atto')(torch.randn(*shape))
+
+
+def test_builds_from_mmdet_and_mmseg_registries():
+    import convnext_backbone  # noqa: F401  (registers)
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import MODELS as SEG_MODELS
+    for scope, registry in (('mmdet', DET_MODELS), ('mmseg', SEG_MODELS)):
+        with DefaultScope.overwrite_default_scope(scope):
+            model = registry.build(dict(type='ConvNeXt', arch='atto', out_indices=(1, 2)))
+        assert isinstance(model, ConvNeXt) and model.out_channels == (80, 160)
+
+
+def test_core_imports_without_mmdet_mmseg_mmcv():
+    code = ('import sys\n'
+            'for m in ("mmdet", "mmseg", "mmcv", "mmpretrain"): sys.modules[m] = None\n'
+            'import convnext_backbone, torch\n'
+            'm = convnext_backbone.ConvNeXt("atto")\n'
+            'assert len(m(torch.randn(1, 3, 32, 32))) == 4\n')
+    subprocess.run([sys.executable, '-c', code], check=True)

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in the checkout (.venv, git-ignored) with pinned versions of
+# everything the package, its configs, tools and tests need. Idempotent: a second run on the same
+# machine reuses the venv and the cached mmcv wheel and takes a minute or two.
+#
+# mmcv 2.1.0 (the newest that mmdet 3.3 / mmseg 1.2 accept) has no wheel on PyPI, so it is built
+# from its sdist once (about 26 minutes on 2 cores) and the wheel is cached outside the checkout,
+# in $CONVNEXT_CACHE (default ~/.cache/convnext_backbone).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+CACHE="${CONVNEXT_CACHE:-$HOME/.cache/convnext_backbone}"
+WHEELS="$CACHE/wheels"
+PY="${PYTHON:-python3}"
+
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMENGINE_VERSION=0.10.7
+MMCV_VERSION=2.1.0
+MMDET_VERSION=3.3.0
+MMSEG_VERSION=1.2.2
+MMPRETRAIN_VERSION=1.2.0
+
+step() { printf '\n==> [setup] %s\n' "$*"; }
+trap 'rc=$?; [ $rc -ne 0 ] && printf "\n!!! [setup] failed at step: %s (exit %d)\n" "$CURRENT" "$rc" >&2' EXIT
+CURRENT=start
+
+CURRENT="create the virtual environment $VENV"; step "$CURRENT"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install -q --upgrade pip 'setuptools<70' wheel ninja
+
+CURRENT="install torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"; step "$CURRENT"
+"${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+
+CURRENT="install mmengine $MMENGINE_VERSION and build tools"; step "$CURRENT"
+"${PIP[@]}" install -q "mmengine==$MMENGINE_VERSION" 'numpy<2.5' opencv-python-headless
+
+mmcv_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1; }
+if [ -z "$(mmcv_wheel)" ]; then
+  CURRENT="build the mmcv $MMCV_VERSION wheel (about 26 minutes on 2 cores; cached in $WHEELS)"; step "$CURRENT"
+  mkdir -p "$WHEELS"
+  build="$(mktemp -d)"
+  # setup.py imports pkg_resources, gone from setuptools >= 70 (which torch's deps may pull in).
+  "${PIP[@]}" install -q 'setuptools<70'
+  "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$build" "mmcv==$MMCV_VERSION"
+  tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
+  src="$build/mmcv-$MMCV_VERSION"
+  # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17.
+  sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+  grep -q -- '-std=c++20' "$src/setup.py" || { echo "mmcv setup.py has no -std flag to raise" >&2; exit 1; }
+  # setup.py imports pkg_resources (setuptools < 70) and torch, so no build isolation.
+  (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+     "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WHEELS" .)
+  rm -rf "$build"
+else
+  step "reuse the cached mmcv wheel $(mmcv_wheel)"
+fi
+
+CURRENT="install mmcv, mmdet $MMDET_VERSION, mmsegmentation $MMSEG_VERSION and the test tools"; step "$CURRENT"
+"${PIP[@]}" install -q "$(mmcv_wheel)"
+"${PIP[@]}" install -q "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
+  'numpy<2.5' ftfy regex
+# mmpretrain is only a test peer (its ConvNeXt is compared with ours); its mmcv pin (<2.4, but
+# also pulling in extra packages) is not needed, so it goes in without dependencies.
+"${PIP[@]}" install -q --no-deps "mmpretrain==$MMPRETRAIN_VERSION"
+
+CURRENT="install convnext_backbone (editable) with its det, seg and dev extras"; step "$CURRENT"
+"${PIP[@]}" install -q -e "$ROOT[det,seg,dev]"
+
+CURRENT="check the imports"; step "$CURRENT"
+"$VENV/bin/python" - <<'PY'
+import torch, mmcv, mmdet, mmseg, mmengine, timm
+from mmcv.ops import RoIAlign  # compiled ops are present
+import convnext_backbone
+print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, "
+      f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, timm {timm.__version__}")
+PY
+CURRENT=done
+step "environment ready: $VENV"
