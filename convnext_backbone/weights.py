@@ -25,7 +25,7 @@ from .backbone import ARCH_SETTINGS
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'extract_state_dict', 'detect_layout',
     'convert_state_dict', 'from_timm', 'from_mmpretrain', 'from_transformers', 'guess_arch',
-    'check_state_dict', 'load_pretrained', 'LoadReport'
+    'check_state_dict', 'load_converted', 'load_pretrained', 'LoadReport'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -151,6 +151,7 @@ def from_mmpretrain(state_dict: StateDict) -> StateDict:
     as the final norm, ``head.fc``) -> official."""
     if detect_layout(state_dict) != 'mmpretrain':
         return state_dict
+    classifier = not any(re.match(r'^(backbone\.)?norm[012]\.', k) for k in state_dict)
     out = {}
     for key, value in state_dict.items():
         key = re.sub(r'^backbone\.', '', key)
@@ -158,8 +159,10 @@ def from_mmpretrain(state_dict: StateDict) -> StateDict:
         key = re.sub(r'\.pointwise_conv([12])\.', r'.pwconv\1.', key)
         if '.grn.' in key:
             value = _grn(value)
-        # In a classifier the last stage's norm is the final (pre-head) norm.
-        key = re.sub(r'^norm3\.', 'norm.', key)
+        if classifier:
+            # A classifier's only norm, on the last stage, is the final (pre-head) norm; a
+            # dense model's norm0..3 are per-stage output norms, as in this package.
+            key = re.sub(r'^norm3\.', 'norm.', key)
         key = re.sub(r'^head\.fc\.', 'head.', key)
         out[key] = value
     return out
@@ -319,9 +322,16 @@ def load_pretrained(model: nn.Module,
         state_dict, layout = convert_state_dict(state_dict)
     except CheckpointError as exc:
         raise CheckpointError(f'{checkpoint}: {exc}') from None
-    missing, unused = check_state_dict(model, state_dict, strict, source=str(checkpoint))
+    return load_converted(model, state_dict, strict, source=str(checkpoint), layout=layout)
+
+
+def load_converted(model: nn.Module, state_dict: StateDict, strict: bool = True,
+                   source: str = 'checkpoint', layout: str = 'official') -> LoadReport:
+    """Check an official-layout state dict against the model (``check_state_dict``), then
+    load it: all of it or, on any error, nothing. Logs and returns the report."""
+    missing, unused = check_state_dict(model, state_dict, strict, source=source)
     loadable = {k: v for k, v in state_dict.items() if k not in unused}
     model.load_state_dict(loadable, strict=False)
-    report = LoadReport(str(checkpoint), layout, sorted(loadable), missing, unused)
+    report = LoadReport(source, layout, sorted(loadable), missing, unused)
     print_log(str(report), logger='current')
     return report
