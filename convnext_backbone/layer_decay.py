@@ -7,7 +7,7 @@ biases and 1-D parameters get no weight decay. The layer ids come from the backb
 """
 from __future__ import annotations
 
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -39,13 +39,20 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     ``num_layers`` (``convnext_backbone.ConvNeXt``); every other parameter gets the full lr.
     """
 
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        # Checked here, not in add_params: mmengine skips add_params for an empty
+        # paramwise_cfg, which would silently train without decay.
+        self.decay_rate, self.decay_type = self._check_cfg(self.paramwise_cfg)
+
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         backbone = getattr(module, 'backbone', None)
         if backbone is None or not hasattr(backbone, 'get_layer_depth'):
             raise TypeError(f'{type(self).__name__} needs a model whose backbone has '
                             'get_layer_depth() (convnext_backbone.ConvNeXt); got backbone '
                             f'{type(backbone).__name__}')
-        decay_rate, decay_type, num_layers = self._decay_settings(backbone)
+        decay_rate, decay_type = self.decay_rate, self.decay_type
+        num_layers = self._num_layers(backbone)
         no_wd_names = {f'backbone.{n}' for n in getattr(backbone, 'no_weight_decay', set)()}
 
         groups: Dict[Tuple[int, bool], dict] = {}
@@ -67,8 +74,8 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         self._log(ordered, decay_type, decay_rate, num_layers)
         params.extend(ordered)
 
-    def _decay_settings(self, backbone: nn.Module) -> Tuple[float, str, int]:
-        cfg = self.paramwise_cfg
+    @staticmethod
+    def _check_cfg(cfg: dict) -> Tuple[float, str]:
         decay_rate = cfg.get('decay_rate')
         if not isinstance(decay_rate, (int, float)) or not 0 < decay_rate <= 1:
             raise ValueError(f'paramwise_cfg.decay_rate must be a number in (0, 1], got '
@@ -77,6 +84,10 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         if decay_type not in DECAY_TYPES:
             raise ValueError(f'paramwise_cfg.decay_type must be one of {DECAY_TYPES}, got '
                              f'{decay_type!r}')
+        return float(decay_rate), decay_type
+
+    def _num_layers(self, backbone: nn.Module) -> int:
+        cfg = self.paramwise_cfg
         fitting: int = backbone.num_layers
         num_layers: Union[int, str] = cfg.get('num_layers', 'auto')
         if num_layers != 'auto' and num_layers != fitting:
@@ -84,7 +95,7 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 f'paramwise_cfg.num_layers={num_layers!r} does not fit this ConvNeXt (depths '
                 f'{tuple(backbone.depths)}): its stages give {fitting} layers; use '
                 f"num_layers={fitting} or 'auto'")
-        return float(decay_rate), decay_type, fitting
+        return fitting
 
     @staticmethod
     def _log(groups: List[dict], decay_type: str, decay_rate: float, num_layers: int) -> None:
