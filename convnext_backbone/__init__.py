@@ -8,10 +8,11 @@ Needs only torch, timm and mmengine.
 """
 from .backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
 from .layer_decay import ConvNeXtLayerDecayOptimizerConstructor
+from .runtime import NonFiniteLossHook
 from .weights import CheckpointError, convert_state_dict, load_pretrained
 
 __all__ = [
     'ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'ConvNeXt', 'ConvNeXtLayerDecayOptimizerConstructor',
-    'CheckpointError', 'convert_state_dict', 'load_pretrained'
+    'CheckpointError', 'NonFiniteLossHook', 'convert_state_dict', 'load_pretrained'
 ]
 __version__ = '0.1.0'

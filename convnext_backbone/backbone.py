@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
@@ -102,19 +103,48 @@ class ConvNeXtBlock(nn.Module):
                       if layer_scale_init_value > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.with_cp = with_cp
+        self.fused = False  # see fuse_for_inference()
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwconv(x)
         # (N, C, H, W) -> (N, H, W, C); a free view when x is channels-last in memory.
         x = x.permute(0, 2, 3, 1)
-        x = self.norm(x)
-        x = self.act(self.pwconv1(x))
-        if self.grn is not None:
-            x = self.grn(x)
-        x = self.pwconv2(x)
-        if self.gamma is not None:
+        if self.fused:  # LayerNorm affine and layer scale live in pwconv1 / pwconv2
+            x = F.layer_norm(x, self.norm.normalized_shape, None, None, self.norm.eps)
+        else:
+            x = self.norm(x)
+        if _onednn_inference(x, self.pwconv1.weight):
+            # Inference on CPU: oneDNN matmuls with the bias (and GELU) fused, which saves
+            # the separate passes over the 4C-channel tensor that addmm + GELU take.
+            x = torch.ops.mkldnn._linear_pointwise(x, self.pwconv1.weight, self.pwconv1.bias,
+                                                   'gelu', [], 'none')
+            if self.grn is not None:
+                x = self.grn(x)
+            x = torch.ops.mkldnn._linear_pointwise(x, self.pwconv2.weight, self.pwconv2.bias,
+                                                   'none', [], '')
+        else:
+            x = self.act(self.pwconv1(x))
+            if self.grn is not None:
+                x = self.grn(x)
+            x = self.pwconv2(x)
+        if self.gamma is not None and not self.fused:
             x = x * self.gamma
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> None:
+        """Fold the LayerNorm affine into pwconv1 and the layer scale into pwconv2 (exact up
+        to rounding): pwconv1(g * n + b) = (W1 * g) n + (W1 b + b1) and
+        gamma * (W2 h + b2) = (gamma W2) h + gamma b2."""
+        if self.fused:
+            return
+        w1, b1 = self.pwconv1.weight, self.pwconv1.bias
+        b1.add_(w1 @ self.norm.bias)
+        w1.mul_(self.norm.weight)
+        if self.gamma is not None:
+            self.pwconv2.weight.mul_(self.gamma[:, None])
+            self.pwconv2.bias.mul_(self.gamma)
+        self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad and self.training:
@@ -214,6 +244,7 @@ class ConvNeXt(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(self.widths[i], eps=LN_EPS))
 
+        self._unfused_state: Optional[Dict[str, torch.Tensor]] = None
         self.apply(_init_weights)
         self._freeze_stages()
 
@@ -259,6 +290,29 @@ class ConvNeXt(BaseModule):
                              f'{STAGE_STRIDES[-1]} pixels (one stride-32 cell), got '
                              f'{x.shape[2]}x{x.shape[3]}')
 
+    @torch.no_grad()
+    def fuse_for_inference(self) -> 'ConvNeXt':
+        """Fold each block's LayerNorm affine and layer scale into its linear layers, for
+        faster inference (outputs equal to rounding). Reversible with ``unfuse()``, which
+        restores the exact original weights; training a fused model is refused."""
+        if self._unfused_state is None:
+            self._unfused_state = {k: v.clone() for k, v in self.state_dict().items()}
+            for stage in self.stages:
+                for block in stage:
+                    block.fuse_for_inference()
+        return self
+
+    @torch.no_grad()
+    def unfuse(self) -> 'ConvNeXt':
+        """Undo ``fuse_for_inference()`` exactly."""
+        if self._unfused_state is not None:
+            self.load_state_dict(self._unfused_state)
+            for stage in self.stages:
+                for block in stage:
+                    block.fused = False
+            self._unfused_state = None
+        return self
+
     # ----------------------------------------------------------------------------- freezing
     def _frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:
@@ -275,6 +329,9 @@ class ConvNeXt(BaseModule):
                 param.requires_grad = False
 
     def train(self, mode: bool = True) -> 'ConvNeXt':
+        if mode and self._unfused_state is not None:
+            raise RuntimeError('This ConvNeXt was fused for inference; call unfuse() before '
+                               'training it')
         super().train(mode)
         self._freeze_stages()  # frozen parts stay in eval mode (drop path off)
         return self
@@ -341,6 +398,13 @@ class ConvNeXt(BaseModule):
                 ids.update({name: layer_id for name, _ in
                             block.named_parameters(prefix=f'stages.{i}.{j}')})
         return ids
+
+
+def _onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the fused oneDNN linear kernels apply: fp32 on CPU, nothing needing grad."""
+    return (x.device.type == 'cpu' and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available()
+            and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -184,3 +184,25 @@ def test_core_imports_without_mmdet_mmseg_mmcv():
             'm = convnext_backbone.ConvNeXt("atto")\n'
             'assert len(m(torch.randn(1, 3, 32, 32))) == 4\n')
     subprocess.run([sys.executable, '-c', code], check=True)
+
+
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+def test_inference_paths_match_the_plain_path(version):
+    """The oneDNN fused path (no grad) and fuse_for_inference() equal the autograd path."""
+    model = randomize_(ConvNeXt('atto', version=version)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    plain = model(x)  # grad enabled: the plain PyTorch path
+    with torch.no_grad():
+        fast = model(x)
+        original = {k: v.clone() for k, v in model.state_dict().items()}
+        model.fuse_for_inference()
+        fused = model(x)
+    for a, b, c in zip(plain, fast, fused):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match='unfuse'):
+        model.train()
+    model.unfuse()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, original[key]), key
+    model.train()

@@ -1,0 +1,149 @@
+"""What the command-line tools share: config preparation for either stack (mmdet or mmseg),
+safe loading of mmengine checkpoints, data checks and CPU-friendly distributed set-up.
+
+Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is built.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Iterable, List, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+__all__ = ['allow_mmengine_checkpoints', 'prepare_config', 'stack_of', 'check_data', 'DictAction',
+           'NonFiniteLossHook', 'setup_cpu_distributed']
+
+STACKS = ('mmdet', 'mmseg')
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read checkpoints that
+    mmengine's Runner writes, without turning ``weights_only`` off.
+
+    Such checkpoints hold, besides tensors, the message hub's ``HistoryBuffer`` (two numpy
+    arrays and an int) and numpy arrays and scalars in the runtime info. Allowing exactly those
+    classes keeps the guarantee that unpickling runs no code other than these constructors:
+    - ``HistoryBuffer``: rebuilt from its ``__dict__`` (no ``__reduce__`` of its own);
+    - numpy's ``_reconstruct``, ``ndarray``, ``dtype`` and the concrete dtype classes, and
+      ``scalar``: numpy's own pickle protocol for arrays and scalars, data only.
+    NOTE: the builtin ``getattr`` is not allowed. It is what pickle uses to fetch a bound method
+    (e.g. a ``HistoryBuffer`` statistics method); allowing it would let a file reach attributes
+    of every allowed class, and Runner checkpoints do not need it (tests load real ones).
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+    multiarray = getattr(np, '_core', None) or np.core  # numpy 2 / numpy 1
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes)
+                     if name.endswith('DType')] if hasattr(np, 'dtypes') else []
+    torch.serialization.add_safe_globals([
+        HistoryBuffer, multiarray.multiarray._reconstruct, multiarray.multiarray.scalar,
+        np.ndarray, np.dtype, *dtype_classes
+    ])
+
+
+def stack_of(cfg: Config) -> str:
+    """``'mmdet'`` or ``'mmseg'``: the config's ``default_scope`` (set by the upstream bases)."""
+    scope = cfg.get('default_scope')
+    if scope not in STACKS:
+        raise ValueError(f'Config has default_scope={scope!r}; expected one of {STACKS} '
+                         '(inherit mmdet::_base_/default_runtime.py or mmseg::...)')
+    return scope
+
+
+def prepare_config(config: str, work_dir: Optional[str] = None,
+                   cfg_options: Optional[dict] = None, launcher: str = 'none',
+                   amp: bool = False) -> Config:
+    """Load a config and fit it to the command line and to this machine."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config file not found: {config}')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    stack_of(cfg)
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(config))[0])
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None:
+        if amp:
+            optim_wrapper.type = 'AmpOptimWrapper'
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
+            # mmengine's AmpOptimWrapper needs a GPU; on CPU train in fp32 rather than fail.
+            print_log('No CUDA device: training in fp32 (AmpOptimWrapper -> OptimWrapper)',
+                      logger='current')
+            optim_wrapper.type = 'OptimWrapper'
+            optim_wrapper.pop('loss_scale', None)
+    if launcher != 'none' and not torch.cuda.is_available():
+        cfg.env_cfg = cfg.get('env_cfg', {})
+        cfg.env_cfg['dist_cfg'] = dict(backend='gloo')
+        # DDP of a CPU module takes no device ids.
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                    False))
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
+    return cfg
+
+
+def setup_cpu_distributed(launcher: str) -> None:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's own start-up calls ``torch.cuda.set_device``, which fails there; once the group
+    exists, the Runner uses it as it is.
+    """
+    import torch.distributed as dist
+    if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+
+
+def _dataloaders(cfg: Config, phases: Iterable[str]) -> List[tuple]:
+    loaders = []
+    for phase in phases:
+        loader = cfg.get(f'{phase}_dataloader')
+        if loader:
+            loaders.append((phase, loader.dataset))
+    return loaders
+
+
+def check_data(cfg: Config, phases: Iterable[str] = ('train', 'val', 'test')) -> None:
+    """Fail at start, naming the path, when a config's data is not there."""
+    for phase, dataset in _dataloaders(cfg, phases):
+        while 'dataset' in dataset and 'data_root' not in dataset:  # wrappers (RepeatDataset)
+            dataset = dataset.dataset
+        root = dataset.get('data_root') or ''
+        wanted = []
+        if dataset.get('ann_file'):
+            wanted.append(osp.join(root, dataset.ann_file))
+        for prefix in (dataset.get('data_prefix') or {}).values():
+            wanted.append(osp.join(root, prefix))
+        for path in wanted or [root]:
+            if path and not osp.exists(path):
+                raise FileNotFoundError(
+                    f'{phase} data not found: {path} does not exist. Put the dataset under '
+                    f'{root or "the data root"} as README.md describes, point the config at it '
+                    f'(--cfg-options {phase}_dataloader.dataset.data_root=...), or run a '
+                    'built-in demo (tools/make_demo_data.py and configs/demo/).')
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training at the first non-finite loss, before a checkpoint can be written from the
+    broken weights (the last good checkpoint stays the latest one)."""
+
+    priority = 'VERY_HIGH'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if outputs is None:
+            return
+        loss = outputs.get('loss')
+        if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+            raise FloatingPointError(
+                f'Loss became {float(loss)} at iteration {runner.iter + 1} (epoch '
+                f'{runner.epoch + 1}); training stopped without saving. Resume from the last '
+                f'checkpoint in {runner.work_dir} with a lower lr or a longer warm-up.')

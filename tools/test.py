@@ -1,0 +1,51 @@
+"""Evaluate a detection or segmentation checkpoint (stack picked by the config).
+
+    python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--cfg-options ...]
+        [--launcher none|pytorch|slurm|mpi]
+
+Checkpoints written by mmengine's Runner are read with ``weights_only=True``.
+"""
+import argparse
+import os.path as osp
+
+from mmengine.runner import Runner
+
+from convnext_backbone.runtime import (DictAction, allow_mmengine_checkpoints, check_data,
+                                       prepare_config, setup_cpu_distributed)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where the evaluation log goes')
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation: the config's tta_model and tta_pipeline")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
+    allow_mmengine_checkpoints()
+    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
+    check_data(cfg, phases=('test', ))
+    cfg.load_from = args.checkpoint
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise ValueError(f'{args.config} defines no tta_model / tta_pipeline for --tta')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    setup_cpu_distributed(args.launcher)
+    return Runner.from_cfg(cfg).test()
+
+
+if __name__ == '__main__':
+    main()
