@@ -155,9 +155,9 @@ def test_matches_mmdet_on_mask_rcnn(arch, decay_rate, num_layers):
     from mmdet.engine.optimizers import LearningRateDecayOptimizerConstructor
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
-    from mmengine import Config
+    from mmengine.hub import get_config
     register_all_modules()
-    cfg = Config.fromfile('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
+    cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
     cfg.backbone = dict(type='ConvNeXt', arch=arch, drop_path_rate=0.4)
     cfg.neck.in_channels = list(ConvNeXt(arch).out_channels)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -168,17 +168,16 @@ def test_matches_mmdet_on_mask_rcnn(arch, decay_rate, num_layers):
 
 def test_matches_mmseg_on_upernet():
     import convnext_backbone  # noqa: F401
-    from mmengine import Config
+    from mmengine.hub import get_config
     from mmseg.engine.optimizers import LearningRateDecayOptimizerConstructor
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
     register_all_modules()
-    cfg = Config.fromfile('mmseg::_base_/models/upernet_r50.py').model
+    cfg = get_config('mmseg::_base_/models/upernet_r50.py').model
+    cfg.pretrained = None  # upernet_r50's ResNet weights
     cfg.backbone = dict(type='ConvNeXt', arch='tiny', drop_path_rate=0.4)
     cfg.decode_head.in_channels = [96, 192, 384, 768]
     cfg.auxiliary_head.in_channels = 384
-    cfg.norm_cfg = cfg.decode_head.norm_cfg = cfg.auxiliary_head.norm_cfg = dict(
-        type='BN', requires_grad=True)
     with DefaultScope.overwrite_default_scope('mmseg'):
         model = MODELS.build(cfg)
     for decay_type in ('stage_wise', 'layer_wise'):

@@ -20,7 +20,6 @@ MMENGINE_VERSION=0.10.7
 MMCV_VERSION=2.1.0
 MMDET_VERSION=3.3.0
 MMSEG_VERSION=1.2.2
-MMPRETRAIN_VERSION=1.2.0
 
 step() { printf '\n==> [setup] %s\n' "$*"; }
 trap 'rc=$?; [ $rc -ne 0 ] && printf "\n!!! [setup] failed at step: %s (exit %d)\n" "$CURRENT" "$rc" >&2' EXIT
@@ -29,7 +28,9 @@ CURRENT=start
 CURRENT="create the virtual environment $VENV"; step "$CURRENT"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip 'setuptools<70' wheel ninja
+# setuptools 77..81: torch 2.14 needs >= 77.0.3, mmengine imports pkg_resources (gone in 82).
+SETUPTOOLS='setuptools>=77.0.3,<82'
+"${PIP[@]}" install -q --upgrade pip "$SETUPTOOLS" wheel ninja
 
 CURRENT="install torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"; step "$CURRENT"
 "${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
@@ -42,7 +43,7 @@ if [ -z "$(mmcv_wheel)" ]; then
   CURRENT="build the mmcv $MMCV_VERSION wheel (about 26 minutes on 2 cores; cached in $WHEELS)"; step "$CURRENT"
   mkdir -p "$WHEELS"
   build="$(mktemp -d)"
-  # setup.py imports pkg_resources, gone from setuptools >= 70 (which torch's deps may pull in).
+  # mmcv's setup.py is known to build with setuptools < 70 (restored after the build).
   "${PIP[@]}" install -q 'setuptools<70'
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$build" "mmcv==$MMCV_VERSION"
   tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
@@ -54,25 +55,26 @@ if [ -z "$(mmcv_wheel)" ]; then
   (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
      "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WHEELS" .)
   rm -rf "$build"
+  "${PIP[@]}" install -q "$SETUPTOOLS"
 else
   step "reuse the cached mmcv wheel $(mmcv_wheel)"
 fi
 
-CURRENT="install mmcv, mmdet $MMDET_VERSION, mmsegmentation $MMSEG_VERSION and the test tools"; step "$CURRENT"
-"${PIP[@]}" install -q "$(mmcv_wheel)"
+CURRENT="install mmcv, mmdet $MMDET_VERSION and mmsegmentation $MMSEG_VERSION"; step "$CURRENT"
+"${PIP[@]}" install -q "$(mmcv_wheel)" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 "${PIP[@]}" install -q "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
   'numpy<2.5' ftfy regex
-# mmpretrain is only a test peer (its ConvNeXt is compared with ours); its mmcv pin (<2.4, but
-# also pulling in extra packages) is not needed, so it goes in without dependencies.
-"${PIP[@]}" install -q --no-deps "mmpretrain==$MMPRETRAIN_VERSION"
 
-CURRENT="install convnext_backbone (editable) with its det, seg and dev extras"; step "$CURRENT"
-"${PIP[@]}" install -q -e "$ROOT[det,seg,dev]"
+CURRENT="install convnext_backbone (editable) with its det, seg and dev (test peers) extras"; step "$CURRENT"
+# Pinning torch here too keeps the resolver from swapping it for a release that the cached
+# mmcv wheel was not built against.
+"${PIP[@]}" install -q -e "$ROOT[det,seg,dev]" "torch==$TORCH_VERSION" \
+  "torchvision==$TORCHVISION_VERSION" "$SETUPTOOLS"
 
 CURRENT="check the imports"; step "$CURRENT"
 "$VENV/bin/python" - <<'PY'
-import torch, mmcv, mmdet, mmseg, mmengine, timm
-from mmcv.ops import RoIAlign  # compiled ops are present
+import torch, mmcv, mmdet, mmseg, mmengine, timm, pkg_resources
+from mmcv.ops import RoIAlign  # compiled ops load against this torch
 import convnext_backbone
 print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, "
       f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, timm {timm.__version__}")

@@ -9,6 +9,7 @@ _base_ = [
 ]
 custom_imports = dict(imports=['convnext_backbone'], allow_failed_imports=False)
 model = dict(
+    pretrained=None,  # upernet_r50's ResNet weights; ConvNeXt loads through its init_cfg
     backbone=dict(
         _delete_=True, type='ConvNeXt', arch='tiny', out_indices=(0, 1, 2, 3),
         drop_path_rate=0.4, layer_scale_init_value=1.0),
