@@ -5,8 +5,8 @@ Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
+import pickle
 from typing import Iterable, List, Optional
 
 import torch
@@ -21,28 +21,44 @@ __all__ = ['allow_mmengine_checkpoints', 'prepare_config', 'stack_of', 'check_da
 STACKS = ('mmdet', 'mmseg')
 
 
+def _history_buffer_attribute(owner, name: str):
+    """The only ``getattr`` that a Runner checkpoint needs: pickle stores the message hub's
+    ``HistoryBuffer`` statistics functions as ``getattr(HistoryBuffer, 'min')`` etc. Anything
+    else is refused, so allowing this in place of the builtin opens no other attribute."""
+    from mmengine.logging import HistoryBuffer
+    # min/max/current/mean are registered by the first HistoryBuffer() call, which may not
+    # have happened yet in this process; others by HistoryBuffer.register_statistics.
+    known = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
+    if owner is HistoryBuffer and name in known:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Refusing getattr({owner!r}, {name!r}) in a checkpoint: only HistoryBuffer statistics '
+        'methods are allowed')
+
+
 def allow_mmengine_checkpoints() -> None:
     """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read checkpoints that
     mmengine's Runner writes, without turning ``weights_only`` off.
 
-    Such checkpoints hold, besides tensors, the message hub's ``HistoryBuffer`` (two numpy
-    arrays and an int) and numpy arrays and scalars in the runtime info. Allowing exactly those
-    classes keeps the guarantee that unpickling runs no code other than these constructors:
-    - ``HistoryBuffer``: rebuilt from its ``__dict__`` (no ``__reduce__`` of its own);
-    - numpy's ``_reconstruct``, ``ndarray``, ``dtype`` and the concrete dtype classes, and
-      ``scalar``: numpy's own pickle protocol for arrays and scalars, data only.
-    NOTE: the builtin ``getattr`` is not allowed. It is what pickle uses to fetch a bound method
-    (e.g. a ``HistoryBuffer`` statistics method); allowing it would let a file reach attributes
-    of every allowed class, and Runner checkpoints do not need it (tests load real ones).
+    Besides tensors, such checkpoints hold the message hub's ``HistoryBuffer`` objects and
+    numpy arrays and scalars. Allowed here, each because it rebuilds data and runs no other code:
+    - ``HistoryBuffer``: rebuilt from its ``__dict__`` (two arrays and an int);
+    - numpy's ``_reconstruct``, ``ndarray``, ``dtype``, the concrete dtype classes and
+      ``scalar``: numpy's own pickle protocol for arrays and scalars;
+    - ``getattr``, but only as ``_history_buffer_attribute``: pickle fetches the
+      ``HistoryBuffer.min/max/mean/current`` functions with it. The builtin itself is not
+      allowed: it would let a file read any attribute of every allowed class.
     """
     import numpy as np
     from mmengine.logging import HistoryBuffer
-    multiarray = getattr(np, '_core', None) or np.core  # numpy 2 / numpy 1
+    core = getattr(np, '_core', None) or np.core  # numpy 2 / numpy 1
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes)
                      if name.endswith('DType')] if hasattr(np, 'dtypes') else []
     torch.serialization.add_safe_globals([
-        HistoryBuffer, multiarray.multiarray._reconstruct, multiarray.multiarray.scalar,
-        np.ndarray, np.dtype, *dtype_classes
+        HistoryBuffer, core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray,
+        np.dtype, *dtype_classes,
+        (_history_buffer_attribute, '__builtin__.getattr'),  # as protocol-2 pickles name it
+        (_history_buffer_attribute, 'builtins.getattr'),
     ])
 
 
