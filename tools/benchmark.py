@@ -91,6 +91,21 @@ def build_peers(arch: str, version: str, with_cp: bool = False) -> Dict[str, nn.
     return peers
 
 
+def max_relative_difference(peers: Dict[str, nn.Module], device: str) -> Dict[str, float]:
+    """How far each peer's eval outputs are from the plain (autograd) path of ours, relative to
+    the output scale: the peers compute the same function with the same weights."""
+    x = torch.randn(1, 3, 96, 128, device=device)
+    ours = peers['convnext_backbone'].eval()
+    reference = ours(x)  # grad enabled: the plain PyTorch path
+    diffs = {}
+    with torch.no_grad():
+        for name, model in peers.items():
+            outs = model.eval()(x)
+            diffs[name] = max(float((a - b).abs().max() / b.abs().max())
+                              for a, b in zip(outs, reference))
+    return diffs
+
+
 # ------------------------------------------------------------------------------------ timing
 def _sync(device: str) -> None:
     if device == 'cuda':
@@ -204,6 +219,9 @@ def to_markdown(results: dict) -> str:
                 f"{case['precision']} | {name} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
                 f"{r['max_s']:.3f} | {ratio} | {gflops:.0f} | "
                 f"{100 * gflops / meta['matmul_peak_gflops']:.0f} |")
+    for arch, diffs in results.get('max_relative_difference', {}).items():
+        lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
+                     'difference: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
     if results.get('memory'):
         lines += ['', '| arch | input | batch | peer | train-step peak MB | with_cp MB | ratio |',
                   '|---|---|---|---|---|---|---|']
@@ -252,6 +270,9 @@ def main(argv=None) -> dict:
             peers = {k: v for k, v in peers.items() if k in args.peers}
         for model in peers.values():
             model.to(device)
+        diffs = max_relative_difference(peers, device)
+        results.setdefault('max_relative_difference', {})[arch] = diffs
+        print(f'{arch}: max relative output difference to our plain path: {diffs}', flush=True)
         for size_text in args.sizes:
             size = tuple(int(v) for v in size_text.split('x'))
             for batch in args.batches:

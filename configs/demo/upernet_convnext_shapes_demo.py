@@ -10,7 +10,7 @@ crop_size = (size, size)
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch='atto', drop_path_rate=0.0, layer_scale_init_value=1e-6, init_cfg=None),
+    backbone=dict(arch='atto', drop_path_rate=0.0, init_cfg=None),
     decode_head=dict(in_channels=[40, 80, 160, 320], channels=64),
     auxiliary_head=dict(in_channels=160, channels=32),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(85, 85)))
