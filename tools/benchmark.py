@@ -11,7 +11,8 @@ peer, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) and the fracti
 machine's fp32 matrix-product peak, measured at start. On CUDA, bf16/fp16 autocast and
 channels-last cases are added. ``--memory`` measures the peak memory of a train step with and
 without ``with_cp``: ``torch.cuda.max_memory_allocated`` on CUDA, and on CPU the growth of the
-process's peak resident memory (``ru_maxrss``) over a train step, each case in a fresh process.
+process's resident-memory high-water mark (VmHWM) over a train step, each case in a fresh
+process.
 Needs torch, timm and mmengine; mmpretrain (which needs mmcv) is benchmarked when importable.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import resource
+import re
 import statistics
 import sys
 import time
@@ -68,8 +69,11 @@ def build_peers(arch: str, version: str, with_cp: bool = False) -> Dict[str, nn.
         if official_key in ours_sd:
             timm_sd[timm_key] = ours_sd[official_key].reshape(value.shape)
     full.load_state_dict(timm_sd)
-    timm_peer.body.load_state_dict(
-        {k: v for k, v in full.state_dict().items() if not k.startswith('head')}, strict=False)
+    # features_only models name their modules stem_0, stages_1, ...
+    timm_peer.body.load_state_dict({
+        re.sub(r'^(stem|stages)\.(\d+)', r'\1_\2', k): v
+        for k, v in full.state_dict().items() if not k.startswith('head')
+    })
     timm_peer.norms.load_state_dict(
         {f'{i}.{p}': ours_sd[f'norm{i}.{p}'] for i in range(4) for p in ('weight', 'bias')})
     if with_cp:
@@ -95,12 +99,14 @@ def max_relative_difference(peers: Dict[str, nn.Module], device: str) -> Dict[st
     """How far each peer's eval outputs are from the plain (autograd) path of ours, relative to
     the output scale: the peers compute the same function with the same weights."""
     x = torch.randn(1, 3, 96, 128, device=device)
-    ours = peers['convnext_backbone'].eval()
+    ours = peers["convnext_backbone"]
+    ours.eval()
     reference = ours(x)  # grad enabled: the plain PyTorch path
     diffs = {}
     with torch.no_grad():
         for name, model in peers.items():
-            outs = model.eval()(x)
+            model.eval()  # (mmpretrain's train() returns None)
+            outs = model(x)
             diffs[name] = max(float((a - b).abs().max() / b.abs().max())
                               for a, b in zip(outs, reference))
     return diffs
@@ -154,7 +160,11 @@ def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
     for name, model in peers.items():
         model.train(mode == 'train')
         steps[name] = make_step(model, x, mode, amp)
-    flops = {name: count_flops(step) for name, step in steps.items()}
+    # The same work for every peer: FLOPs of our plain (autograd) forward, times 3 for a train
+    # step (forward + two matmuls per matmul in backward), the usual convention.
+    ours = peers['convnext_backbone']
+    with torch.enable_grad():
+        flops = count_flops(lambda: ours(x)) * (3 if mode == 'train' else 1)
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -167,7 +177,7 @@ def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
             step()
             times[name].append(time.perf_counter() - start)
     return {name: dict(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
-                       gflop=flops[name] / 1e9) for name, t in times.items()}
+                       gflop=flops / 1e9) for name, t in times.items()}
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -182,9 +192,21 @@ def _memory_child(queue, arch, version, peer, with_cp, size, batch, device):
         step()
         queue.put(torch.cuda.max_memory_allocated() - base)
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # The process's resident memory before the step, and its high-water mark during it
+        # (Linux: writing 5 to clear_refs resets VmHWM to the current VmRSS).
+        base = _proc_status_kb('VmRSS')
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
         step()
-        queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+        queue.put((_proc_status_kb('VmHWM') - base) * 1024)
+
+
+def _proc_status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def measure_memory(arch, version, peer, with_cp, size, batch, device) -> int:
@@ -244,7 +266,8 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--memory', action='store_true',
-                        help='also measure train-step peak memory with and without with_cp')
+                        help='also measure train-step peak memory with and without with_cp, '
+                        'at the last of --sizes')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default='benchmarks', help='folder for results.json/.md')
     return parser.parse_args(argv)
@@ -289,8 +312,8 @@ def main(argv=None) -> dict:
                                                    args.repeats))
                         results['cases'].append(case)
                         print(json.dumps(case), flush=True)
-        if args.memory:
-            for size_text in args.sizes:
+        if args.memory:  # at the largest size only: each case is a fresh process
+            for size_text in args.sizes[-1:]:
                 size = tuple(int(v) for v in size_text.split('x'))
                 for peer in peers:
                     plain, cp = (measure_memory(arch, args.version, peer, with_cp, size,
