@@ -183,7 +183,8 @@ def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
 # ------------------------------------------------------------------------------------ memory
 def _memory_child(queue, arch, version, peer, with_cp, size, batch, device):
     torch.set_num_threads(torch.get_num_threads())
-    model = build_peers(arch, version, with_cp)[peer].to(device).train()
+    model = build_peers(arch, version, with_cp)[peer].to(device)
+    model.train()  # (mmpretrain's train() returns None)
     x = torch.randn(batch, 3, *size, device=device)
     step = make_step(model, x, 'train', None)
     if device == 'cuda':
@@ -216,9 +217,10 @@ def measure_memory(arch, version, peer, with_cp, size, batch, device) -> int:
     proc = ctx.Process(target=_memory_child,
                        args=(queue, arch, version, peer, with_cp, size, batch, device))
     proc.start()
-    result = queue.get()
     proc.join()
-    return int(result)
+    if proc.exitcode != 0 or queue.empty():
+        raise RuntimeError(f'memory measurement of {peer} (with_cp={with_cp}) failed')
+    return int(queue.get())
 
 
 # ------------------------------------------------------------------------------------ report
