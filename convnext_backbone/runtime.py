@@ -15,8 +15,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-__all__ = ['allow_mmengine_checkpoints', 'prepare_config', 'stack_of', 'check_data', 'DictAction',
-           'NonFiniteLossHook', 'setup_cpu_distributed']
+__all__ = ['allow_mmengine_checkpoints', 'prepare_config', 'stack_of', 'check_data',
+           'add_runner_arguments', 'NonFiniteLossHook', 'setup_cpu_distributed']
 
 STACKS = ('mmdet', 'mmseg')
 
@@ -105,6 +105,15 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
                                                                     False))
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
     return cfg
+
+
+def add_runner_arguments(parser) -> None:
+    """The options that tools/train.py and tools/test.py share."""
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=12')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
 def setup_cpu_distributed(launcher: str) -> None:

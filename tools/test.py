@@ -10,8 +10,8 @@ import os.path as osp
 
 from mmengine.runner import Runner
 
-from convnext_backbone.runtime import (DictAction, allow_mmengine_checkpoints, check_data,
-                                       prepare_config, setup_cpu_distributed)
+from convnext_backbone.runtime import (add_runner_arguments, allow_mmengine_checkpoints,
+                                       check_data, prepare_config, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -21,11 +21,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_model and tta_pipeline")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_arguments(parser)
     return parser.parse_args(argv)
 
 

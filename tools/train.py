@@ -8,8 +8,8 @@ import argparse
 
 from mmengine.runner import Runner
 
-from convnext_backbone.runtime import (DictAction, allow_mmengine_checkpoints, check_data,
-                                       prepare_config, setup_cpu_distributed)
+from convnext_backbone.runtime import (add_runner_arguments, allow_mmengine_checkpoints,
+                                       check_data, prepare_config, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -19,11 +19,7 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from CKPT, or from the latest checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true', help='mixed precision (needs a GPU)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. train_cfg.max_epochs=12')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_arguments(parser)
     return parser.parse_args(argv)
 
 
