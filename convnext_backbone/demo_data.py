@@ -36,6 +36,18 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+# Each object class has its own colour family (as real classes have their own appearance), so
+# that a from-scratch model tells them apart within the few minutes a CPU demo can train;
+# telling the shape from the background and drawing its mask still has to be learned.
+_CLASS_COLOURS = {'circle': (220, 60, 60), 'square': (60, 200, 60), 'triangle': (60, 90, 230),
+                  'bed': (220, 60, 60), 'table': (60, 200, 60), 'car': (60, 90, 230)}
+
+
+def _class_colour(rng: np.random.Generator, name: str) -> Tuple[int, ...]:
+    jitter = rng.integers(-35, 36, size=3)
+    return tuple(int(c) for c in np.clip(np.add(_CLASS_COLOURS[name], jitter), 0, 255))
+
+
 def _random_shapes(rng: np.random.Generator, size: int, count: int):
     shapes = []
     for _ in range(count):
@@ -43,8 +55,7 @@ def _random_shapes(rng: np.random.Generator, size: int, count: int):
         r = rng.uniform(0.08, 0.2) * size
         cx, cy = rng.uniform(r, size - r, size=2)
         polygon = _polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        shapes.append((kind, polygon, colour))
+        shapes.append((kind, polygon, _class_colour(rng, kind)))
     return shapes
 
 
@@ -52,8 +63,9 @@ def make_coco_shapes(root: str, num_train: int = 300, num_val: int = 60, size: i
                      max_objects: int = 4, seed: int = 0) -> Dict[str, str]:
     """Write ``root/{train2017,val2017}/*.jpg`` and ``root/annotations/instances_*.json``.
 
-    Each image holds 1..max_objects shapes (circle, square, triangle) that may overlap; later
-    shapes occlude earlier ones, and the masks say so (polygons are clipped by rasterizing).
+    Each image holds 1..max_objects shapes (circle, square, triangle, each in its own colour
+    family) on a noisy gradient background. Shapes may overlap: later ones occlude earlier
+    ones, and the masks say so (the visible region, rasterized).
     Returns the annotation file paths.
     """
     rng = np.random.default_rng(seed)
@@ -110,8 +122,9 @@ def make_ade_shapes(root: str, num_train: int = 200, num_val: int = 40, size: in
                     seed: int = 0) -> str:
     """Write ``root/ADEChallengeData2016/{images,annotations}/{training,validation}``.
 
-    Scenes: a "wall" top and a "floor" bottom, with a few "bed", "table" and "car" shapes, each
-    class with its own texture; label 0 (ignore) on a thin border. Returns the dataset root.
+    Scenes: a "wall" top (noisy gradient) and a "floor" bottom (flat colour), with a few "bed"
+    (square), "table" (triangle) and "car" (circle) shapes, each class in its own colour family;
+    label 0 (ignore) on a thin border. Returns the dataset root.
     """
     rng = np.random.default_rng(seed)
     data_root = os.path.join(root, 'ADEChallengeData2016')
@@ -134,7 +147,7 @@ def make_ade_shapes(root: str, num_train: int = 200, num_val: int = 40, size: in
                 r = rng.uniform(0.1, 0.22) * size
                 cx, cy = rng.uniform(r, size - r, size=2)
                 polygon = _polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
-                draw.polygon(polygon, fill=tuple(int(c) for c in rng.integers(0, 256, size=3)))
+                draw.polygon(polygon, fill=_class_colour(rng, name))
                 label_draw.polygon(polygon, fill=ADE_CLASSES[name])
             label_draw.rectangle([0, 0, size - 1, size - 1], outline=0)  # ignored border
             name = f'ADE_{split[:5]}_{index:08d}'

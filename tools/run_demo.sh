@@ -24,4 +24,4 @@ CKPT="$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint" | xargs basename)"
 echo "==> [demo] evaluate $CKPT"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR/test"
 echo "==> [demo] draw predictions"
-"$PY" tools/infer.py "$CONFIG" "$CKPT" "$IMAGE" --out-dir "$WORK_DIR/vis"
+"$PY" tools/infer.py "$CONFIG" "$CKPT" "$IMAGE" --out-dir "$WORK_DIR/vis" --score-thr 0.5
