@@ -38,8 +38,11 @@ def main(argv=None):
         inferencer = MMSegInferencer(model=args.config, weights=args.checkpoint,
                                      device=args.device)
         result = inferencer(args.image, return_vis=True, opacity=0.6)
+    vis = result['visualization']
+    # DetInferencer returns a list per input; MMSegInferencer unwraps a single input's array.
+    vis = vis[0] if isinstance(vis, list) else vis
     import mmcv
-    mmcv.imwrite(result['visualization'][0][..., ::-1], out)  # RGB -> BGR for cv2
+    mmcv.imwrite(vis[..., ::-1], out)  # RGB -> BGR for cv2
     print(f'Wrote {out}')
     return out
 
