@@ -400,10 +400,16 @@ class ConvNeXt(BaseModule):
         return ids
 
 
+# Read once: torch.compile cannot trace the call (it would break the graph on every block).
+_MKLDNN_AVAILABLE = torch.backends.mkldnn.is_available()
+
+
 def _onednn_inference(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the fused oneDNN linear kernels apply: fp32 on CPU, nothing needing grad."""
-    return (x.device.type == 'cpu' and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available()
+    """Whether the fused oneDNN linear kernels apply: fp32 on CPU, nothing needing grad, and
+    not under torch.compile (inductor lowers that op only for frozen weights, and fuses the bias
+    and GELU itself)."""
+    return (x.device.type == 'cpu' and x.dtype == torch.float32 and _MKLDNN_AVAILABLE
+            and not torch.compiler.is_compiling()
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
 
 

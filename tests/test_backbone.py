@@ -206,3 +206,31 @@ def test_inference_paths_match_the_plain_path(version):
     for key, value in model.state_dict().items():
         assert torch.equal(value, original[key]), key
     model.train()
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_torch_compile_sees_one_graph(mode):
+    """torch.compile captures the whole backbone without graph breaks, in a training step
+    (drop path, autograd path) and in no-grad inference (the oneDNN fused path)."""
+    torch._dynamo.reset()
+    model = ConvNeXt('atto', drop_path_rate=0.1 if mode == 'train' else 0.0)
+    model.train(mode == 'train')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.set_grad_enabled(mode == 'train'):
+        explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.slow  # inductor compiles C++ for about 40 s on 2 cores
+def test_torch_compile_inference_matches_eager():
+    """Inductor compiles the no-grad path (it fuses bias and GELU itself, so the model leaves
+    the eager oneDNN kernels out of the graph) and computes the same outputs."""
+    torch._dynamo.reset()
+    model = randomize_(ConvNeXt('atto')).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        eager = model(x)
+        compiled = torch.compile(model)(x)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
