@@ -113,6 +113,25 @@ def test_frozen_stages(frozen_stages):
         torch.testing.assert_close(model(x)[-1], model(x)[-1])
 
 
+def test_frozen_stages_train_like_trainable_ones():
+    """Frozen stages run without autograd (the in-place path) inside a training step; the
+    outputs and the gradients of the stages after them are those of an unfrozen copy."""
+    frozen = randomize_(ConvNeXt('atto', frozen_stages=2)).train()
+    plain = ConvNeXt('atto')
+    plain.load_state_dict(frozen.state_dict())
+    plain.train()
+    x = torch.randn(2, 3, 64, 96)
+    outs_frozen, outs_plain = frozen(x), plain(x)
+    for a, b in zip(outs_frozen, outs_plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    sum(o.square().mean() for o in outs_frozen).backward()
+    sum(o.square().mean() for o in outs_plain).backward()
+    grads = dict(plain.named_parameters())
+    for name, param in frozen.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, grads[name].grad, rtol=1e-4, atol=1e-6)
+
+
 def test_drop_path_is_identity_in_eval():
     with_dp = randomize_(ConvNeXt('atto', drop_path_rate=0.9)).eval()
     without = ConvNeXt('atto', drop_path_rate=0.0).eval()
@@ -188,12 +207,16 @@ def test_core_imports_without_mmdet_mmseg_mmcv():
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
 def test_inference_paths_match_the_plain_path(version):
-    """The oneDNN fused path (no grad) and fuse_for_inference() equal the autograd path."""
+    """The in-place no-grad path and fuse_for_inference() equal the autograd path, and leave
+    the input as it was."""
     model = randomize_(ConvNeXt('atto', version=version)).eval()
     x = torch.randn(2, 3, 64, 96)
+    x_before = x.clone()
     plain = model(x)  # grad enabled: the plain PyTorch path
     with torch.no_grad():
         fast = model(x)
+    assert torch.equal(x, x_before)
+    with torch.no_grad():
         original = {k: v.clone() for k, v in model.state_dict().items()}
         model.fuse_for_inference()
         fused = model(x)
@@ -211,7 +234,7 @@ def test_inference_paths_match_the_plain_path(version):
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_torch_compile_sees_one_graph(mode):
     """torch.compile captures the whole backbone without graph breaks, in a training step
-    (drop path, autograd path) and in no-grad inference (the oneDNN fused path)."""
+    (drop path, autograd path) and in no-grad inference (the in-place path)."""
     torch._dynamo.reset()
     model = ConvNeXt('atto', drop_path_rate=0.1 if mode == 'train' else 0.0)
     model.train(mode == 'train')
@@ -224,8 +247,7 @@ def test_torch_compile_sees_one_graph(mode):
 
 @pytest.mark.slow  # inductor compiles C++ for about 40 s on 2 cores
 def test_torch_compile_inference_matches_eager():
-    """Inductor compiles the no-grad path (it fuses bias and GELU itself, so the model leaves
-    the eager oneDNN kernels out of the graph) and computes the same outputs."""
+    """Inductor compiles the no-grad (in-place) path and computes the same outputs."""
     torch._dynamo.reset()
     model = randomize_(ConvNeXt('atto')).eval()
     x = torch.randn(1, 3, 64, 96)
