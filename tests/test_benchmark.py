@@ -4,6 +4,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import torch
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -22,3 +24,18 @@ def test_benchmark_runs_and_writes_reports(tmp_path):
     assert len(results['memory']) == 3
     markdown = (tmp_path / 'results.md').read_text()
     assert '| atto | eval | 64x96 | 1 | fp32 | convnext_backbone |' in markdown
+
+
+def test_cpu_peak_allocated_follows_torch_allocations():
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    from benchmark import cpu_peak_allocated
+
+    def step():
+        a = torch.empty(4 << 20, dtype=torch.uint8)   # 4 MiB
+        b = torch.empty(8 << 20, dtype=torch.uint8)   # 12 MiB live
+        del a
+        c = torch.empty(6 << 20, dtype=torch.uint8)   # 14 MiB live: the peak
+        del b, c
+
+    peak = cpu_peak_allocated(step)
+    assert 14 << 20 <= peak < (14 << 20) + (1 << 16)

@@ -9,10 +9,12 @@ them alike. Timm's features-only model is given the same per-stage LayerNorms as
 work is equal. Reported: median and spread (min-max) of the repeats, the ratio to the fastest
 peer, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) and the fraction of the
 machine's fp32 matrix-product peak, measured at start. On CUDA, bf16/fp16 autocast and
-channels-last cases are added. ``--memory`` measures the peak memory of a train step with and
-without ``with_cp``: ``torch.cuda.max_memory_allocated`` on CUDA, and on CPU the growth of the
-process's resident-memory high-water mark (VmHWM) over a train step, each case in a fresh
-process.
+channels-last cases are added. ``--memory`` measures the activation memory of a train step with
+and without ``with_cp``: the peak, over one step that follows a warm-up step (so gradients and
+lazily created library state already exist), of the bytes live in torch's allocator above the
+level before the step. On CUDA that is ``torch.cuda.max_memory_allocated``; on CPU, where torch
+keeps no such statistic, it is the running sum of the allocation events that torch's profiler
+records. Each case runs in a fresh process.
 Needs torch, timm and mmengine; mmpretrain (which needs mmcv) is benchmarked when importable.
 """
 from __future__ import annotations
@@ -182,36 +184,47 @@ def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
 
 # ------------------------------------------------------------------------------------ memory
 def _memory_child(queue, arch, version, peer, with_cp, size, batch, device):
-    torch.set_num_threads(torch.get_num_threads())
     model = build_peers(arch, version, with_cp)[peer].to(device)
     model.train()  # (mmpretrain's train() returns None)
     x = torch.randn(batch, 3, *size, device=device)
     step = make_step(model, x, 'train', None)
+    step()  # warm-up: gradients exist afterwards, so the measured step adds only activations
+    for param in model.parameters():
+        if param.grad is not None:
+            param.grad.zero_()
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         step()
         queue.put(torch.cuda.max_memory_allocated() - base)
     else:
-        # The process's resident memory before the step, and its high-water mark during it
-        # (Linux: writing 5 to clear_refs resets VmHWM to the current VmRSS).
-        base = _proc_status_kb('VmRSS')
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
+        queue.put(cpu_peak_allocated(step))
+
+
+def cpu_peak_allocated(step: Callable[[], None]) -> int:
+    """Peak bytes live in torch's CPU allocator during ``step()``, above the level before it.
+
+    The profiler records every allocation and free (size signed) when ``profile_memory`` is
+    on; their running sum in time order is the live total. (The resident set size is no
+    substitute: malloc keeps freed pages and the first step maps libraries' state.)
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
         step()
-        queue.put((_proc_status_kb('VmHWM') - base) * 1024)
-
-
-def _proc_status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise RuntimeError(f'{field} not in /proc/self/status')
+    # The raw events, as torch's own profiler parser reads them: the public event list folds
+    # the allocations into the operators and loses their order.
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == '[memory]'),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 def measure_memory(arch, version, peer, with_cp, size, batch, device) -> int:
-    """Peak bytes a train step adds, measured in a fresh process (see module docstring)."""
+    """Activation bytes of a train step at its peak, in a fresh process (see the module
+    docstring)."""
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
     proc = ctx.Process(target=_memory_child,
@@ -247,7 +260,8 @@ def to_markdown(results: dict) -> str:
         lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
                      'difference: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
     if results.get('memory'):
-        lines += ['', '| arch | input | batch | peer | train-step peak MB | with_cp MB | ratio |',
+        lines += ['', '| arch | input | batch | peer | train-step activations, peak MB | '
+                  'with_cp MB | ratio |',
                   '|---|---|---|---|---|---|---|']
         for m in results['memory']:
             lines.append(f"| {m['arch']} | {m['size']} | {m['batch']} | {m['peer']} | "
@@ -268,7 +282,8 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--memory', action='store_true',
-                        help='also measure train-step peak memory with and without with_cp, '
+                        help='also measure the peak activation memory of a train step with and without '
+                        'with_cp, '
                         'at the last of --sizes')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default='benchmarks', help='folder for results.json/.md')
