@@ -114,15 +114,14 @@ class ConvNeXtBlock(nn.Module):
         else:
             x = self.norm(x)
         x = self.pwconv1(x)
-        inference = not _autograd_records(x)
         # Without autograd, GELU and the layer scale may overwrite their input: that spares a
         # fresh tensor per op (on CPU, page faults on new memory made stage-0 blocks 2x slower).
-        x = torch._C._nn.gelu_(x) if inference else self.act(x)
+        x = torch._C._nn.gelu_(x) if _can_overwrite(x) else self.act(x)
         if self.grn is not None:
             x = self.grn(x)
         x = self.pwconv2(x)
         if self.gamma is not None and not self.fused:
-            x = x.mul_(self.gamma) if inference else x * self.gamma
+            x = x.mul_(self.gamma) if _can_overwrite(x, self.gamma) else x * self.gamma
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     @torch.no_grad()
@@ -145,9 +144,9 @@ class ConvNeXtBlock(nn.Module):
             branch = checkpoint.checkpoint(self._residual, x, use_reentrant=False)
         else:
             branch = self._residual(x)
-        if self.training or _autograd_records(x) or _autograd_records(branch):
-            return x + self.drop_path(branch)
-        return branch.add_(x)  # inference: the branch's fresh tensor takes the sum
+        if not self.training and _can_overwrite(branch, x):
+            return branch.add_(x)  # inference: the branch's fresh tensor takes the sum
+        return x + self.drop_path(branch)
 
 
 @MODELS.register_module()
@@ -396,9 +395,13 @@ class ConvNeXt(BaseModule):
         return ids
 
 
-def _autograd_records(x: torch.Tensor) -> bool:
-    """Whether autograd keeps a graph for ``x``, so in-place ops on it would be unsafe."""
-    return torch.is_grad_enabled() and x.requires_grad
+def _can_overwrite(out: torch.Tensor, *operands: torch.Tensor) -> bool:
+    """Whether an op on ``out`` and ``operands`` may write its result into ``out``: autograd
+    records none of them, and type promotion keeps ``out``'s dtype (under autocast a bf16
+    branch times the fp32 layer scale is fp32, and must stay so)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (out, *operands)):
+        return False
+    return all(torch.promote_types(out.dtype, t.dtype) == out.dtype for t in operands)
 
 
 def _init_weights(module: nn.Module) -> None:

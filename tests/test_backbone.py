@@ -231,6 +231,20 @@ def test_inference_paths_match_the_plain_path(version):
     model.train()
 
 
+def test_inference_path_keeps_autocast_dtypes():
+    """Under autocast, the in-place path gives the dtypes (and values) of the autograd path:
+    the bf16 branch times the fp32 layer scale is fp32, so nothing is written back in bf16."""
+    model = randomize_(ConvNeXt('atto')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        plain = model(x)
+        with torch.no_grad():
+            fast = model(x)
+    for a, b in zip(plain, fast):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_torch_compile_sees_one_graph(mode):
     """torch.compile captures the whole backbone without graph breaks, in a training step
