@@ -176,7 +176,8 @@ class ConvNeXt(BaseModule):
             ``train()``).
         with_cp (bool): Gradient checkpointing per block (saves activation memory).
         channels_last (bool): Run in channels-last memory layout, which removes the copies that
-            the blocks' permutations otherwise cost. Outputs are equal either way.
+            the blocks' permutations otherwise cost. Outputs are equal either way, and always
+            contiguous NCHW tensors.
         init_cfg (dict | list[dict], optional): mmengine initialization config;
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)`` loads ImageNet or
             detector/segmentor weights of any supported layout (see ``convnext_backbone.weights``).
@@ -273,7 +274,10 @@ class ConvNeXt(BaseModule):
         for i in range(last + 1):
             x = self.stages[i](self.downsample_layers[i](x))
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                # NOTE: contiguous NCHW outputs, whatever the internal layout: mmcv's RoIAlign
+                # (the COCO configs' box and mask heads) reads its input's memory as NCHW and
+                # returns wrong features for a channels-last tensor.
+                outs.append(getattr(self, f'norm{i}')(x).contiguous())
         return tuple(outs)
 
     def _check_input(self, x: torch.Tensor) -> None:

@@ -68,6 +68,23 @@ def test_parity_with_timm(timm_name, arch, version, channels_last):
     for i, (a, b) in enumerate(zip(ours, theirs)):
         b = getattr(model, f'norm{i}')(b)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        assert a.is_contiguous()  # NCHW in memory too: mmcv's ops read it as such
+
+
+@pytest.mark.parametrize('channels_last', [True, False])
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+def test_outputs_are_nchw_in_memory_for_mmcv_roi_align(channels_last, mode):
+    """mmcv's RoIAlign (the COCO configs' RoI extractors) reads its input's memory as NCHW
+    without looking at strides: the outputs must be laid out so (the per-stage LayerNorms work
+    channels-last, whatever ``channels_last`` says)."""
+    from mmcv.ops import RoIAlign
+    model = randomize_(ConvNeXt('atto', channels_last=channels_last)).train(mode == 'train')
+    rois = torch.tensor([[0., 3., 5., 60., 90.], [0., 10., 10., 40., 30.]])
+    with torch.no_grad():
+        for i, out in enumerate(model(torch.randn(1, 3, 128, 96))):
+            roi_align = RoIAlign(output_size=7, spatial_scale=1 / 4 / 2**i, sampling_ratio=2)
+            nchw = out.clone(memory_format=torch.contiguous_format)
+            torch.testing.assert_close(roi_align(out, rois), roi_align(nchw, rois))
 
 
 def test_every_parameter_gets_a_gradient():
