@@ -1,18 +1,26 @@
 """ConvNeXt (V1, V2) for MMDetection and MMSegmentation.
 
 Importing the package registers, in mmengine's root registries (visible from mmdet's and
-mmseg's child registries), the ``ConvNeXt`` backbone and the
-``ConvNeXtLayerDecayOptimizerConstructor``. Configs use
-``custom_imports=dict(imports=['convnext_backbone'], allow_failed_imports=False)``.
+mmseg's child registries), the ``ConvNeXt`` backbone, the
+``ConvNeXtLayerDecayOptimizerConstructor`` and the ``CheckpointCheckingRunner``, and lets
+``torch.load(weights_only=True)`` read mmengine Runner checkpoints (``allow_mmengine_checkpoints``).
+Configs use ``custom_imports=dict(imports=['convnext_backbone'], allow_failed_imports=False)``.
 Needs only torch, timm and mmengine.
 """
-from .backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
+from .archs import ARCH_SETTINGS, PUBLISHED_ARCHS
+from .backbone import ConvNeXt
+from .checkpoints import (CheckpointCheckingRunner, CheckpointError, allow_mmengine_checkpoints,
+                          convert_state_dict, load_model_checkpoint, load_pretrained)
 from .layer_decay import ConvNeXtLayerDecayOptimizerConstructor
 from .runtime import NonFiniteLossHook
-from .weights import CheckpointError, convert_state_dict, load_pretrained
+
+# Upstream tools (mim test, mmdet's / mmseg's tools/test.py) read Runner checkpoints with
+# torch >= 2.6's weights_only=True once a config has imported this package.
+allow_mmengine_checkpoints()
 
 __all__ = [
     'ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'ConvNeXt', 'ConvNeXtLayerDecayOptimizerConstructor',
-    'CheckpointError', 'NonFiniteLossHook', 'convert_state_dict', 'load_pretrained'
+    'CheckpointCheckingRunner', 'CheckpointError', 'NonFiniteLossHook', 'convert_state_dict',
+    'load_model_checkpoint', 'load_pretrained'
 ]
 __version__ = '0.1.0'

@@ -23,28 +23,10 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 
-__all__ = ['ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'ConvNeXt', 'ConvNeXtBlock', 'GRN']
+from .archs import ARCH_SETTINGS, PUBLISHED_ARCHS
+from .checkpoints.backbone import load_pretrained
 
-# The one table of ConvNeXt sizes: name -> (blocks per stage, channels per stage).
-ARCH_SETTINGS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
-    'atto': ((2, 2, 6, 2), (40, 80, 160, 320)),
-    'femto': ((2, 2, 6, 2), (48, 96, 192, 384)),
-    'pico': ((2, 2, 6, 2), (64, 128, 256, 512)),
-    'nano': ((2, 2, 8, 2), (80, 160, 320, 640)),
-    'tiny': ((3, 3, 9, 3), (96, 192, 384, 768)),
-    'small': ((3, 3, 27, 3), (96, 192, 384, 768)),
-    'base': ((3, 3, 27, 3), (128, 256, 512, 1024)),
-    'large': ((3, 3, 27, 3), (192, 384, 768, 1536)),
-    'xlarge': ((3, 3, 27, 3), (256, 512, 1024, 2048)),
-    'xxlarge': ((3, 4, 30, 3), (384, 768, 1536, 3072)),
-    'huge': ((3, 3, 27, 3), (352, 704, 1408, 2816)),
-}
-# Which sizes each version was published in (official V1/V2 releases).
-PUBLISHED_ARCHS: Dict[str, Tuple[str, ...]] = {
-    'v1': ('atto', 'femto', 'pico', 'nano', 'tiny', 'small', 'base', 'large', 'xlarge',
-           'xxlarge'),
-    'v2': ('atto', 'femto', 'pico', 'nano', 'tiny', 'base', 'large', 'huge'),
-}
+__all__ = ['ConvNeXt', 'ConvNeXtBlock', 'GRN']
 
 # Overall stride of the stem and of each downsampling layer: stage i runs at 4 * 2**i.
 STEM_STRIDE = 4
@@ -341,7 +323,6 @@ class ConvNeXt(BaseModule):
         any other init_cfg goes to mmengine."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from .weights import load_pretrained  # local: weights imports this module
             load_pretrained(self, **{k: v for k, v in cfg.items() if k != 'type'})
             self._is_init = True
         else:

@@ -1,12 +1,13 @@
 """What the command-line tools share: config preparation for either stack (mmdet or mmseg),
-safe loading of mmengine checkpoints, data checks and CPU-friendly distributed set-up.
+data checks and CPU-friendly distributed set-up (checkpoints: ``convnext_backbone.checkpoints``).
 
 Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is built.
 """
 from __future__ import annotations
 
+import copy
 import os.path as osp
-import pickle
+import sys
 from typing import Iterable, List, Optional
 
 import torch
@@ -15,51 +16,10 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-__all__ = ['allow_mmengine_checkpoints', 'prepare_config', 'stack_of', 'check_data',
-           'add_runner_arguments', 'NonFiniteLossHook', 'setup_cpu_distributed']
+__all__ = ['prepare_config', 'stack_of', 'check_data', 'config_dataset_meta',
+           'add_runner_arguments', 'run_tool', 'NonFiniteLossHook', 'setup_cpu_distributed']
 
 STACKS = ('mmdet', 'mmseg')
-
-
-def _history_buffer_attribute(owner, name: str):
-    """The only ``getattr`` that a Runner checkpoint needs: pickle stores the message hub's
-    ``HistoryBuffer`` statistics functions as ``getattr(HistoryBuffer, 'min')`` etc. Anything
-    else is refused, so allowing this in place of the builtin opens no other attribute."""
-    from mmengine.logging import HistoryBuffer
-    # min/max/current/mean are registered by the first HistoryBuffer() call, which may not
-    # have happened yet in this process; others by HistoryBuffer.register_statistics.
-    known = {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}
-    if owner is HistoryBuffer and name in known:
-        return getattr(HistoryBuffer, name)
-    raise pickle.UnpicklingError(
-        f'Refusing getattr({owner!r}, {name!r}) in a checkpoint: only HistoryBuffer statistics '
-        'methods are allowed')
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Let ``torch.load(weights_only=True)`` (torch >= 2.6's default) read checkpoints that
-    mmengine's Runner writes, without turning ``weights_only`` off.
-
-    Besides tensors, such checkpoints hold the message hub's ``HistoryBuffer`` objects and
-    numpy arrays and scalars. Allowed here, each because it rebuilds data and runs no other code:
-    - ``HistoryBuffer``: rebuilt from its ``__dict__`` (two arrays and an int);
-    - numpy's ``_reconstruct``, ``ndarray``, ``dtype``, the concrete dtype classes and
-      ``scalar``: numpy's own pickle protocol for arrays and scalars;
-    - ``getattr``, but only as ``_history_buffer_attribute``: pickle fetches the
-      ``HistoryBuffer.min/max/mean/current`` functions with it. The builtin itself is not
-      allowed: it would let a file read any attribute of every allowed class.
-    """
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-    core = getattr(np, '_core', None) or np.core  # numpy 2 / numpy 1
-    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes)
-                     if name.endswith('DType')] if hasattr(np, 'dtypes') else []
-    torch.serialization.add_safe_globals([
-        HistoryBuffer, core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray,
-        np.dtype, *dtype_classes,
-        (_history_buffer_attribute, '__builtin__.getattr'),  # as protocol-2 pickles name it
-        (_history_buffer_attribute, 'builtins.getattr'),
-    ])
 
 
 def stack_of(cfg: Config) -> str:
@@ -105,6 +65,31 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
                                                                     False))
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
     return cfg
+
+
+def config_dataset_meta(dataset: dict) -> Optional[dict]:
+    """The metainfo (classes, palette...) of a dataset config, without reading its annotations
+    (``lazy_init``); None when it cannot be built. Needs the stack's default scope set (the
+    Runner and the inferencers set it)."""
+    from mmengine.registry import DATASETS
+    dataset = copy.deepcopy(dataset)
+    dataset['lazy_init'] = True
+    try:
+        return DATASETS.build(dataset).metainfo
+    except Exception:  # a wrapper without lazy_init, a missing file: no names to compare
+        return None
+
+
+def run_tool(main, argv=None) -> int:
+    """Run a tool's ``main``: a checkpoint that cannot be read or does not fit ends it with
+    its message and exit status 1, not with a traceback."""
+    from .checkpoints import CheckpointError
+    try:
+        main(argv)
+    except CheckpointError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_runner_arguments(parser) -> None:

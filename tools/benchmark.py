@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from convnext_backbone import ConvNeXt
 from convnext_backbone.backbone import LN_EPS
-from convnext_backbone.weights import from_timm
+from convnext_backbone.checkpoints.backbone import from_timm
 
 
 # ------------------------------------------------------------------------------------- peers

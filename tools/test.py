@@ -3,21 +3,23 @@
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--cfg-options ...]
         [--launcher none|pytorch|slurm|mpi]
 
-Checkpoints written by mmengine's Runner are read with ``weights_only=True``.
+CHECKPOINT may be this package's, an official ConvNeXt release, an MMDetection 3 /
+MMSegmentation 1 model-zoo file or a Hugging Face UperNet-ConvNeXt folder (or an http(s) URL).
+It must fit the config's model exactly; if it does not, nothing is evaluated and the tool says
+what does not fit (exit status 1).
 """
 import argparse
-import os.path as osp
+import sys
 
-from mmengine.runner import Runner
-
-from convnext_backbone.runtime import (add_runner_arguments, allow_mmengine_checkpoints,
-                                       check_data, prepare_config, setup_cpu_distributed)
+from convnext_backbone.checkpoints import CheckpointCheckingRunner
+from convnext_backbone.runtime import (add_runner_arguments, check_data, prepare_config, run_tool,
+                                       setup_cpu_distributed)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder or URL')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_model and tta_pipeline")
@@ -27,9 +29,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'Checkpoint file not found: {args.checkpoint}')
-    allow_mmengine_checkpoints()
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
     check_data(cfg, phases=('test', ))
     cfg.load_from = args.checkpoint
@@ -40,8 +39,8 @@ def main(argv=None):
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     setup_cpu_distributed(args.launcher)
-    return Runner.from_cfg(cfg).test()
+    return CheckpointCheckingRunner.from_cfg(cfg).test()
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

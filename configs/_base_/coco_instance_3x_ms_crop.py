@@ -5,6 +5,9 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['convnext_backbone'], allow_failed_imports=False)
+# load_from / resume / tools/test.py checkpoints are converted and checked before loading
+# (convnext_backbone.checkpoints); upstream tools build this runner too.
+runner_type = 'CheckpointCheckingRunner'
 
 # Multi-scale training (shorter side 480-800) plus the DETR-style random crop.
 scales = [(s, 1333) for s in range(480, 801, 32)]

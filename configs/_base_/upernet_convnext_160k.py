@@ -8,6 +8,9 @@ _base_ = [
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
 custom_imports = dict(imports=['convnext_backbone'], allow_failed_imports=False)
+# load_from / resume / tools/test.py checkpoints are converted and checked before loading
+# (convnext_backbone.checkpoints); upstream tools build this runner too.
+runner_type = 'CheckpointCheckingRunner'
 model = dict(
     pretrained=None,  # upernet_r50's ResNet weights; ConvNeXt loads through its init_cfg
     backbone=dict(

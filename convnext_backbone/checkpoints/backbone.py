@@ -1,4 +1,5 @@
-"""Reading, converting and loading published ConvNeXt checkpoints, exactly and safely.
+"""ImageNet (backbone-only) ConvNeXt checkpoints: converting every published layout and loading
+it into the backbone, exactly and safely.
 
 Every published layout is converted to the official one (which the backbone uses) by a pure
 function over state dicts; ``convert_state_dict`` detects the layout and dispatches. Loading
@@ -11,8 +12,6 @@ and ``transformers`` (``ConvNextModel`` / ``ConvNextV2Model`` and their classifi
 """
 from __future__ import annotations
 
-import os
-import pickle
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -20,12 +19,13 @@ import torch
 from mmengine.logging import print_log
 from torch import nn
 
-from .backbone import ARCH_SETTINGS
+from ..archs import arch_name
+from .reading import CheckpointError, read_checkpoint
 
 __all__ = [
-    'CheckpointError', 'read_checkpoint', 'extract_state_dict', 'detect_layout',
-    'convert_state_dict', 'from_timm', 'from_mmpretrain', 'from_transformers', 'guess_arch',
-    'check_state_dict', 'load_converted', 'load_pretrained', 'LoadReport'
+    'extract_state_dict', 'detect_layout', 'convert_state_dict', 'from_timm', 'from_mmpretrain',
+    'from_transformers', 'backbone_of', 'arch_of', 'guess_arch', 'check_state_dict',
+    'load_converted', 'load_pretrained', 'LoadReport'
 ]
 
 StateDict = Dict[str, torch.Tensor]
@@ -35,46 +35,6 @@ StateDict = Dict[str, torch.Tensor]
 CLASSIFIER_KEYS = re.compile(r'^(head|norm)\.')
 # Keys of the backbone that no classification checkpoint has: the per-stage output norms.
 DENSE_ONLY_KEYS = re.compile(r'^norm[0-3]\.')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
-
-
-# ----------------------------------------------------------------------------------- reading
-def read_checkpoint(source: str, map_location: str = 'cpu') -> dict:
-    """Read a checkpoint file (``.pth``/``.bin``/``.pt``/``.safetensors``) or an http(s) URL.
-
-    Pickled files are read with ``weights_only=True``: tensors and plain containers only, never
-    arbitrary objects. A URL is downloaded (and cached by torch.hub) only when given one.
-    """
-    source = os.fspath(source)
-    if source.startswith(('http://', 'https://')):
-        try:
-            return torch.hub.load_state_dict_from_url(
-                source, map_location=map_location, weights_only=True)
-        except Exception as exc:  # network, HTTP or format errors all mean "cannot read"
-            raise CheckpointError(f'Cannot load checkpoint from URL {source}: {exc}') from exc
-    if not os.path.isfile(source):
-        raise CheckpointError(f'Checkpoint file not found: {source}')
-    if source.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(source, device=map_location)
-        except Exception as exc:
-            raise CheckpointError(f'Cannot read safetensors checkpoint {source} (truncated or '
-                                  f'not a safetensors file?): {exc}') from exc
-    try:
-        return torch.load(source, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only refuses any object that is not a tensor or plain container.
-        raise CheckpointError(
-            f'Refusing to load {source}: it holds pickled objects other than tensors, which '
-            f'could run code when unpickled. Re-save its state dict alone, e.g. with '
-            f'tools/convert_weights.py in a trusted environment. ({exc})') from exc
-    except Exception as exc:
-        raise CheckpointError(f'Cannot read checkpoint {source} (truncated, corrupt or not a '
-                              f'PyTorch file?): {exc}') from exc
 
 
 def extract_state_dict(checkpoint: dict, use_ema: bool = False) -> StateDict:
@@ -146,12 +106,18 @@ def from_timm(state_dict: StateDict) -> StateDict:
     return out
 
 
-def from_mmpretrain(state_dict: StateDict) -> StateDict:
+def from_mmpretrain(state_dict: StateDict, dense: Optional[bool] = None) -> StateDict:
     """mmpretrain (``backbone.`` prefix, ``depthwise_conv``, ``pointwise_conv1/2``, ``norm3``
-    as the final norm, ``head.fc``) -> official."""
+    as the final norm, ``head.fc``) -> official.
+
+    ``dense``: whether ``norm{i}`` are a dense model's per-stage output norms (True) or ``norm3``
+    is a classifier's final norm (False); None guesses from the keys (only a dense model has
+    ``norm0..2``), which a dense model returning the last stage alone would fool.
+    """
     if detect_layout(state_dict) != 'mmpretrain':
         return state_dict
-    classifier = not any(re.match(r'^(backbone\.)?norm[012]\.', k) for k in state_dict)
+    if dense is None:
+        dense = any(re.match(r'^(backbone\.)?norm[012]\.', k) for k in state_dict)
     out = {}
     for key, value in state_dict.items():
         key = re.sub(r'^backbone\.', '', key)
@@ -159,7 +125,7 @@ def from_mmpretrain(state_dict: StateDict) -> StateDict:
         key = re.sub(r'\.pointwise_conv([12])\.', r'.pwconv\1.', key)
         if '.grn.' in key:
             value = _grn(value)
-        if classifier:
+        if not dense:
             # A classifier's only norm, on the last stage, is the final (pre-head) norm; a
             # dense model's norm0..3 are per-stage output norms, as in this package.
             key = re.sub(r'^norm3\.', 'norm.', key)
@@ -186,6 +152,9 @@ def from_transformers(state_dict: StateDict) -> StateDict:
             key = key.replace('.grn.weight', '.grn.gamma').replace('.grn.bias', '.grn.beta')
             value = _grn(value)
         key = re.sub(r'^layernorm\.', 'norm.', key)
+        # ConvNextBackbone (e.g. inside UperNetForSemanticSegmentation): per-stage output norms.
+        key = re.sub(r'^hidden_states_norms\.stage(\d)\.',
+                     lambda m: f'norm{int(m.group(1)) - 1}.', key)
         key = re.sub(r'^classifier\.', 'head.', key)
         if key.startswith('pooler.'):
             continue  # parameter-free in the model; nothing to load
@@ -201,28 +170,45 @@ CONVERTERS: Dict[str, Callable[[StateDict], StateDict]] = {
 }
 
 
-def convert_state_dict(state_dict: StateDict) -> Tuple[StateDict, str]:
+def convert_state_dict(state_dict: StateDict,
+                       dense: Optional[bool] = None) -> Tuple[StateDict, str]:
     """Convert a ConvNeXt state dict of any supported layout to the official one.
 
-    Returns the converted dict and the name of the detected source layout.
+    ``dense=True`` says that the weights are a dense model's backbone (see
+    ``from_mmpretrain``). Returns the converted dict and the name of the detected source layout.
     """
     layout = detect_layout(state_dict)
+    if layout == 'mmpretrain':
+        return from_mmpretrain(state_dict, dense), layout
     return CONVERTERS[layout](state_dict), layout
 
 
-def guess_arch(state_dict: StateDict) -> Tuple[str, str]:
-    """(arch name or 'custom', version) of an official-layout state dict, from its shapes."""
-    widths = tuple(
-        state_dict[f'downsample_layers.{i}.{0 if i == 0 else 1}.weight'].shape[0]
-        for i in range(4) if f'downsample_layers.{i}.{0 if i == 0 else 1}.weight' in state_dict)
+def backbone_of(state_dict: StateDict) -> Optional[StateDict]:
+    """The backbone of a whole detector's or segmentor's state dict: its keys under
+    ``backbone.``, without the prefix; None for any other dict (an mmpretrain classifier,
+    ``backbone.`` + ``head.`` only, is not a whole dense model)."""
+    backbone = {k[len('backbone.'):]: v for k, v in state_dict.items()
+                if k.startswith('backbone.')}
+    others = {k.split('.', 1)[0] for k in state_dict if not k.startswith('backbone.')}
+    return backbone if backbone and others != {'head'} else None
+
+
+def arch_of(state_dict: StateDict) -> Tuple[Tuple[int, ...], Tuple[int, ...], str]:
+    """(depths, widths, version) of an official-layout state dict, read off its keys and
+    shapes (the stem's and the downsampling convolutions' output channels)."""
+    convs = [f'downsample_layers.{i}.{0 if i == 0 else 1}.weight' for i in range(4)]
+    widths = tuple(state_dict[k].shape[0] for k in convs if k in state_dict)
     depths = tuple(
         len({int(m.group(1)) for k in state_dict if (m := re.match(rf'stages\.{i}\.(\d+)\.', k))})
         for i in range(4))
     version = 'v2' if any('.grn.' in k for k in state_dict) else 'v1'
-    for name, (arch_depths, arch_widths) in ARCH_SETTINGS.items():
-        if arch_depths == depths and arch_widths == widths:
-            return name, version
-    return f'custom (depths={depths}, widths={widths})', version
+    return depths, widths, version
+
+
+def guess_arch(state_dict: StateDict) -> Tuple[str, str]:
+    """(arch name or 'custom', version) of an official-layout state dict, from its shapes."""
+    depths, widths, version = arch_of(state_dict)
+    return arch_name(depths, widths) or f'custom (depths={depths}, widths={widths})', version
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -300,9 +286,9 @@ def load_pretrained(model: nn.Module,
 
     Args:
         model (nn.Module): The backbone.
-        checkpoint (str): File path or http(s) URL.
-        prefix (str, optional): Take only the keys under this prefix (e.g. ``'backbone.'`` of a
-            detector or segmentor checkpoint), without it.
+        checkpoint (str): File path, Hugging Face model folder or http(s) URL.
+        prefix (str, optional): Take only the keys under this prefix, without it. A whole
+            detector's or segmentor's checkpoint needs none: its ``backbone.`` part is taken.
         map_location (str): Device to read tensors to.
         strict (bool): Raise on keys that are missing or unused other than the expected ones
             (the dense output norms; the classifier head and final norm). Shape mismatches
@@ -310,16 +296,16 @@ def load_pretrained(model: nn.Module,
         use_ema (bool): Load the ``model_ema`` copy of an official checkpoint.
     """
     state_dict = extract_state_dict(read_checkpoint(checkpoint, map_location), use_ema)
+    dense = None
     if prefix:
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not state_dict:
             raise CheckpointError(f'No key of {checkpoint} starts with prefix {prefix!r}')
-    elif any(k.startswith('backbone.') for k in state_dict) and detect_layout(
-            {k[9:]: v for k, v in state_dict.items() if k.startswith('backbone.')}) == 'official':
-        # A detector/segmentor checkpoint of this package given without prefix.
-        state_dict = {k[9:]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+    elif (backbone := backbone_of(state_dict)) is not None:
+        # A whole detector's or segmentor's checkpoint (any layout) given without prefix.
+        state_dict, dense = backbone, True
     try:
-        state_dict, layout = convert_state_dict(state_dict)
+        state_dict, layout = convert_state_dict(state_dict, dense)
     except CheckpointError as exc:
         raise CheckpointError(f'{checkpoint}: {exc}') from None
     return load_converted(model, state_dict, strict, source=str(checkpoint), layout=layout)
