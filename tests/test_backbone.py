@@ -7,7 +7,7 @@ import timm
 import torch
 
 from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
-from convnext_backbone.weights import from_timm
+from convnext_backbone.checkpoints.backbone import from_timm
 
 from .conftest import randomize_
 

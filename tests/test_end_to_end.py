@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from convnext_backbone.demo_data import make_ade_shapes, make_coco_shapes
-from convnext_backbone.runtime import NonFiniteLossHook, allow_mmengine_checkpoints
+from convnext_backbone.checkpoints import allow_mmengine_checkpoints
+from convnext_backbone.runtime import NonFiniteLossHook
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COCO_DEMO = osp.join(ROOT, 'configs/demo/mask_rcnn_convnext_shapes_demo.py')
@@ -28,6 +29,15 @@ def _tool(cwd, *args, module=None):
                          env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     return run.stdout + run.stderr
+
+
+def _failing_tool(cwd, *args):
+    """Run a tool that must stop with exit status 1 and a message (no traceback)."""
+    args = [osp.join(ROOT, a) if str(a).startswith('tools/') else str(a) for a in args]
+    run = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-3000:]
+    return run
 
 
 def _config(tmp_path, base, body):
@@ -185,3 +195,77 @@ def test_non_finite_loss_stops_before_any_checkpoint():
         hook.after_train_iter(_Runner(), 0, outputs=dict(loss=torch.tensor(float('nan'))))
     # It runs before the checkpoint hook in the same iteration, so nothing broken is saved.
     assert get_priority(NonFiniteLossHook.priority) < get_priority(CheckpointHook.priority)
+
+
+@pytest.mark.slow
+def test_tools_on_published_checkpoints(tmp_path):
+    """tools/test.py, tools/infer.py and tools/train.py --load-from on an MMDetection 3 zoo file
+    and a Hugging Face UperNet folder (random weights, made with the source frameworks);
+    a misfit exits 1 having evaluated nothing; upstream tools read this package's Runner
+    checkpoints under torch >= 2.6."""
+    from .test_model_checkpoints import MMPRETRAIN_BACKBONE, build, hf_upernet, save
+    make_coco_shapes(str(tmp_path / 'coco'), num_train=8, num_val=4, size=128, seed=4)
+    make_ade_shapes(str(tmp_path / 'ade'), num_train=4, num_val=2, size=128, seed=4)
+    det_cfg = _coco_config(tmp_path, tmp_path / 'coco')
+    (tmp_path / 'seg').mkdir()
+    seg_cfg = _config(tmp_path / 'seg', ADE_DEMO, f"""
+data_root = '{tmp_path}/ade/ADEChallengeData2016'
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+""")
+    zoo = save(tmp_path, build(COCO_DEMO, new_backbone=MMPRETRAIN_BACKBONE).state_dict(),
+               'zoo.pth', dataset_meta=dict(classes=('circle', 'square', 'triangle')))
+    heads = dict(roi_head=dict(bbox_head=dict(num_classes=80), mask_head=dict(num_classes=80)))
+    zoo80 = save(tmp_path, build(COCO_DEMO, new_backbone=MMPRETRAIN_BACKBONE, **heads)
+                 .state_dict(), 'zoo80.pth', dataset_meta=dict(classes=tuple(f'c{i}'
+                                                                             for i in range(80))))
+    hf_upernet().save_pretrained(tmp_path / 'hf')
+    image = tmp_path / 'coco' / 'val2017' / '000001.jpg'
+    seg_image = tmp_path / 'ade/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg'
+
+    out = _tool(tmp_path, 'tools/test.py', det_cfg, zoo, '--work-dir', tmp_path / 'w1')
+    assert 'model zoo (mmpretrain ConvNeXt backbone)): 174 tensors loaded' in out
+    assert 'bbox_mAP_50' in _metrics(out, 'coco/')
+    _tool(tmp_path, 'tools/infer.py', det_cfg, zoo, image, '--out-dir', tmp_path / 'vis')
+    assert Image.open(tmp_path / 'vis' / '000001_pred.png').size == (128, 128)
+    out = _tool(tmp_path, 'tools/test.py', seg_cfg, tmp_path / 'hf', '--work-dir',
+                tmp_path / 'w2')
+    assert 'Loaded' in out and 'Hugging Face UperNetForSemanticSegmentation' in out
+    assert 'mIoU' in _metrics(out)
+    _tool(tmp_path, 'tools/infer.py', seg_cfg, tmp_path / 'hf', seg_image, '--out-dir',
+          tmp_path / 'vis')
+    assert Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png').size == (128, 128)
+
+    misfit = _failing_tool(tmp_path, 'tools/test.py', det_cfg, zoo80, '--work-dir',
+                           tmp_path / 'w3')
+    assert 'error: Cannot evaluate' in misfit.stderr and 'the checkpoint predicts 80 classes ' \
+        '(roi_head.bbox_head.fc_cls, roi_head.bbox_head.fc_reg, roi_head.mask_head.' \
+        'conv_logits), the config 3' in misfit.stderr
+    assert 'Epoch(test)' not in misfit.stdout + misfit.stderr
+
+    refused = _failing_tool(tmp_path, 'tools/train.py', det_cfg, '--resume', zoo, '--work-dir',
+                            tmp_path / 'w3')
+    assert 'is not a training checkpoint of this package' in refused.stderr
+
+    # Fine-tune the 80-class zoo model onto the 3 shapes: class layers re-initialised.
+    out = _tool(tmp_path, 'tools/train.py', det_cfg, '--load-from', zoo80, '--work-dir',
+                tmp_path / 'w4', '--cfg-options', 'train_cfg.max_epochs=1')
+    assert 're-initialised (other number of classes): roi_head.bbox_head.fc_cls, ' \
+           'roi_head.bbox_head.fc_reg, roi_head.mask_head.conv_logits' in out
+    assert "the checkpoint's classes ('c0', 'c1'" in out
+    # Upstream mmdet tools/test.py (what `mim test` runs) on this Runner checkpoint.
+    import mmdet
+    upstream = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
+    out = _tool(tmp_path, upstream, det_cfg, tmp_path / 'w4' / 'epoch_1.pth', '--work-dir',
+                tmp_path / 'w5')
+    assert 'bbox_mAP_50' in _metrics(out, 'coco/')
+    # And upstream mmseg tools/test.py on a segmentor's Runner checkpoint.
+    _tool(tmp_path, 'tools/train.py', seg_cfg, '--work-dir', tmp_path / 'w6', '--cfg-options',
+          'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+          'default_hooks.checkpoint.interval=2')
+    import mmseg
+    upstream = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    out = _tool(tmp_path, upstream, seg_cfg, tmp_path / 'w6' / 'iter_2.pth', '--work-dir',
+                tmp_path / 'w7')
+    assert 'mIoU' in _metrics(out)

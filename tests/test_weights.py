@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 from convnext_backbone import ConvNeXt
-from convnext_backbone.weights import (CheckpointError, convert_state_dict, detect_layout,
-                                       from_mmpretrain, from_timm, from_transformers,
-                                       load_pretrained)
+from convnext_backbone.checkpoints import CheckpointError
+from convnext_backbone.checkpoints.backbone import (convert_state_dict, detect_layout,
+                                                    from_mmpretrain, from_timm,
+                                                    from_transformers, load_pretrained)
 
 from .conftest import randomize_
 
