@@ -7,7 +7,9 @@ model = dict(
     backbone=dict(
         arch='base',
         drop_path_rate=0.6,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnext_base_22k_224.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth')),
     neck=dict(in_channels=[128, 256, 512, 1024]))
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4),

@@ -15,7 +15,11 @@ model = dict(
         drop_path_rate=0.4,
         layer_scale_init_value=1.0,  # the detection recipes' value, not the 1e-6 of ImageNet
         # Any published layout loads (official, timm, mmpretrain, transformers); see README.
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnext_tiny_1k_224.pth')),
+        # A URL is read from checkpoints/<file name>, $CONVNEXT_CHECKPOINTS or the cache
+        # (~/.cache/convnext_backbone/checkpoints), else downloaded there once.
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_tiny_1k_224.pth')),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(
     optimizer=dict(lr=1e-4),

@@ -9,4 +9,5 @@ model = dict(
         drop_path_rate=0.3,
         layer_scale_init_value=None,
         init_cfg=dict(type='Pretrained',
-                      checkpoint='checkpoints/convnextv2_tiny_1k_224_ema.pt')))
+                      checkpoint='https://dl.fbaipublicfiles.com/convnext/convnextv2/im1k/'
+                      'convnextv2_tiny_1k_224_ema.pt')))

@@ -5,7 +5,9 @@ model = dict(
     backbone=dict(
         arch='base',
         drop_path_rate=0.4,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnext_base_22k_224.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth')),
     decode_head=dict(in_channels=[128, 256, 512, 1024]),
     auxiliary_head=dict(in_channels=512))
 optim_wrapper = dict(optimizer=dict(lr=1e-4), paramwise_cfg=dict(num_layers=12))

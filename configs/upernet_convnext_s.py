@@ -5,7 +5,9 @@ model = dict(
     backbone=dict(
         arch='small',
         drop_path_rate=0.3,
-        init_cfg=dict(type='Pretrained', checkpoint='checkpoints/convnext_small_1k_224.pth')),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='https://dl.fbaipublicfiles.com/convnext/convnext_small_1k_224.pth')),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
 optim_wrapper = dict(optimizer=dict(lr=1e-4), paramwise_cfg=dict(num_layers=12))

@@ -16,6 +16,24 @@ from convnext_backbone.demo_data import SHAPES, make_ade_shapes, make_coco_shape
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '*.py')))
 DEMOS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
+# The official release of each paper config's ImageNet checkpoint (README, "ImageNet weights").
+OFFICIAL = 'https://dl.fbaipublicfiles.com/convnext/'
+IMAGENET = {
+    'mask_rcnn_convnext_t': 'convnext_tiny_1k_224.pth',
+    'cascade_mask_rcnn_convnext_t': 'convnext_tiny_1k_224.pth',
+    'upernet_convnext_t': 'convnext_tiny_1k_224.pth',
+    'cascade_mask_rcnn_convnext_s': 'convnext_small_1k_224.pth',
+    'upernet_convnext_s': 'convnext_small_1k_224.pth',
+    'cascade_mask_rcnn_convnext_b': 'convnext_base_1k_224.pth',
+    'upernet_convnext_b': 'convnext_base_1k_224.pth',
+    'cascade_mask_rcnn_convnext_b_in22k': 'convnext_base_22k_224.pth',
+    'upernet_convnext_b_in22k': 'convnext_base_22k_224.pth',
+    'cascade_mask_rcnn_convnext_l_in22k': 'convnext_large_22k_224.pth',
+    'upernet_convnext_l_in22k': 'convnext_large_22k_224.pth',
+    'cascade_mask_rcnn_convnext_xl_in22k': 'convnext_xlarge_22k_224.pth',
+    'upernet_convnext_xl_in22k': 'convnext_xlarge_22k_224.pth',
+    'mask_rcnn_convnextv2_t': 'convnextv2/im1k/convnextv2_tiny_1k_224_ema.pt',  # V2 release
+}
 
 
 def _backbone(cfg) -> ConvNeXt:
@@ -26,6 +44,7 @@ def _backbone(cfg) -> ConvNeXt:
 
 def test_every_config_is_listed():
     assert len(CONFIGS) == 14 and len(DEMOS) == 2
+    assert sorted(IMAGENET) == sorted(osp.splitext(osp.basename(p))[0] for p in CONFIGS)
 
 
 @pytest.mark.parametrize('path', CONFIGS + DEMOS)
@@ -47,7 +66,9 @@ def test_channels_checkpoint_and_decay(path):
         assert cfg.model.backbone.init_cfg is None  # trained from scratch on generated data
     else:
         assert optim.type == 'AmpOptimWrapper' and optim.optimizer.weight_decay == 0.05
-        assert cfg.model.backbone.init_cfg.checkpoint.startswith('checkpoints/')
+        checkpoint = cfg.model.backbone.init_cfg.checkpoint
+        assert checkpoint.startswith(OFFICIAL)  # fetched by the config itself, see README
+        assert checkpoint == OFFICIAL + IMAGENET[osp.splitext(osp.basename(path))[0]]
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,6 @@
 """Reading checkpoint files safely: PyTorch files with ``weights_only=True``, safetensors, and
-Hugging Face model folders. Nothing here knows about layouts; it returns what the file holds.
+Hugging Face model folders; http(s) URLs through a local copy or the download cache
+(``download``). Nothing here knows about layouts; it returns what the file holds.
 
 Every reader returns a dict: a PyTorch file's own top-level dict, or, for safetensors files and
 Hugging Face folders, ``{'state_dict': tensors, 'meta': {...}}`` with the file's metadata
@@ -30,16 +31,14 @@ def read_checkpoint(source: str, map_location: str = 'cpu') -> dict:
     model folder (``config.json`` with ``model.safetensors`` or ``pytorch_model.bin``, also
     sharded) or an http(s) URL.
 
+    A URL's file is read from ``checkpoints/<name>``, ``$CONVNEXT_CHECKPOINTS/<name>`` or the
+    cache, the first that exists, else downloaded once into the cache (see ``download``).
     PyTorch files are read with ``weights_only=True``: tensors and plain containers only (and
     what ``allow_mmengine_checkpoints`` admits), never arbitrary objects.
     """
     source = os.fspath(source)
     if source.startswith(('http://', 'https://')):
-        try:
-            return torch.hub.load_state_dict_from_url(
-                source, map_location=map_location, weights_only=True)
-        except Exception as exc:  # network, HTTP or format errors all mean "cannot read"
-            raise CheckpointError(f'Cannot load checkpoint from URL {source}: {exc}') from exc
+        return _read_url(source, map_location)
     if osp.isdir(source):
         return _read_hf_folder(source, map_location)
     if not osp.isfile(source):
@@ -47,6 +46,22 @@ def read_checkpoint(source: str, map_location: str = 'cpu') -> dict:
     if source.endswith('.safetensors'):
         return _read_safetensors(source, map_location)
     return _read_torch(source, map_location)
+
+
+def _read_url(url: str, map_location: str) -> dict:
+    # Imported here: download needs CheckpointError from this module.
+    from .download import checkpoint_path
+    path = checkpoint_path(url)
+    try:
+        if path.endswith('.safetensors'):
+            return _read_safetensors(path, map_location)
+        return _read_torch(path, map_location)
+    except CheckpointError as exc:
+        # A complete download of something that is not a checkpoint (an error page, a file
+        # that changed on the server) or a bad local copy: say which file to replace.
+        raise CheckpointError(f'{exc}. {path} was used for {url}: replace it with the right '
+                              'file, or delete it (with no other copy, it is downloaded '
+                              'again)') from exc
 
 
 def _read_torch(path: str, map_location: str) -> dict:

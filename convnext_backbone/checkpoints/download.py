@@ -1,0 +1,315 @@
+"""Checkpoints named by an http(s) URL: a local copy first, else one safe download into a cache.
+
+For ``https://.../<name>`` the first of these that exists is used:
+
+1. ``checkpoints/<name>``, relative to the current directory (where the configs used to point);
+2. ``$CONVNEXT_CHECKPOINTS/<name>``, when that variable is set (e.g. a shared folder that
+   ``tools/download_weights.py --dir`` filled for machines without internet);
+3. ``$CONVNEXT_CACHE/checkpoints/<name>`` (default ``~/.cache/convnext_backbone/checkpoints``;
+   ``tools/setup_env.sh`` keeps its wheels in the same ``CONVNEXT_CACHE``);
+
+and only then is the file downloaded into 3. A download is written to a temporary name in the
+same folder and renamed when complete (and, where the server sends ``Content-Length``, of that
+size), so an interrupted or partial download is never read as a checkpoint. An exclusive lock on
+``<name>.lock`` next to it makes one process download while the others (ranks of a distributed
+run, other jobs on the node) wait and then read its file; the lock needs no ``torch.distributed``,
+which ``init_weights`` may run before or without.
+
+Like ``torch.hub``, the cache is keyed by file name alone: two URLs with the same last path
+component share one cached file. Standard library only (urllib, fcntl).
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import os.path as osp
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from http.client import HTTPException
+from typing import IO, Iterator, List, Optional, Tuple
+
+from mmengine.logging import print_log
+
+from .reading import CheckpointError
+
+try:
+    import fcntl
+except ImportError:  # Windows has none: downloads there are not serialised between processes
+    fcntl = None
+
+__all__ = ['checkpoint_path', 'find_checkpoint', 'download_checkpoint', 'lookup_paths',
+           'cache_dir', 'file_name_of', 'is_url']
+
+# Where the configs have always pointed, relative to the current directory.
+LOCAL_DIR = 'checkpoints'
+# A folder of checkpoints prepared for machines without internet.
+CHECKPOINTS_ENV = 'CONVNEXT_CHECKPOINTS'
+# The package's cache root (tools/setup_env.sh keeps its mmcv wheel there too).
+CACHE_ENV = 'CONVNEXT_CACHE'
+DEFAULT_CACHE = osp.join('~', '.cache', 'convnext_backbone')
+# Seconds without progress (connecting, or between two reads) before a download gives up.
+DEFAULT_TIMEOUT = 60.0
+CHUNK_BYTES = 1 << 20
+# Temporary downloads are <name>.part-<pid>-<random>: unique per attempt, never a checkpoint name.
+PART_SUFFIX = '.part-'
+
+
+def is_url(source: str) -> bool:
+    """Whether ``source`` is an http(s) URL (the sources this module resolves)."""
+    return source.startswith(('http://', 'https://'))
+
+
+def file_name_of(url: str) -> str:
+    """The file name a URL's checkpoint has on disk: the last component of its path."""
+    name = osp.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    if not name or name in ('.', '..'):
+        raise CheckpointError(f'Cannot tell the checkpoint file name from the URL {url}: its path '
+                              'must end with a file name, e.g. https://host/convnext_tiny.pth')
+    return name
+
+
+def cache_dir() -> str:
+    """The download cache: ``$CONVNEXT_CACHE/checkpoints`` (default
+    ``~/.cache/convnext_backbone/checkpoints``)."""
+    root = os.environ.get(CACHE_ENV) or DEFAULT_CACHE
+    return osp.join(osp.expanduser(root), 'checkpoints')
+
+
+def lookup_paths(url: str) -> List[str]:
+    """Where the checkpoint of ``url`` is looked for, in order: ``checkpoints/<name>``,
+    ``$CONVNEXT_CHECKPOINTS/<name>`` (when set), the cache."""
+    name = file_name_of(url)
+    folders = [LOCAL_DIR]
+    if os.environ.get(CHECKPOINTS_ENV):
+        folders.append(osp.expanduser(os.environ[CHECKPOINTS_ENV]))
+    folders.append(cache_dir())
+    return [osp.join(folder, name) for folder in folders]
+
+
+def find_checkpoint(url: str) -> Optional[str]:
+    """The first existing file of ``lookup_paths(url)``; None when there is none."""
+    return next((path for path in lookup_paths(url) if osp.isfile(path)), None)
+
+
+def checkpoint_path(url: str,
+                    progress: Optional[bool] = None,
+                    timeout: float = DEFAULT_TIMEOUT) -> str:
+    """The local file of the checkpoint at ``url``: found (see ``lookup_paths``) or downloaded
+    into the cache.
+
+    Args:
+        url (str): http(s) URL of the checkpoint file.
+        progress (bool, optional): Show a progress bar on stderr while downloading. None: only
+            when stderr is a terminal.
+        timeout (float): Seconds without progress before a download gives up.
+    """
+    path = find_checkpoint(url)
+    if path is not None:
+        print_log(f'{url}: using {path}', logger='current')
+        return path
+    return download_checkpoint(url, cache_dir(), progress=progress, timeout=timeout)[0]
+
+
+def download_checkpoint(url: str,
+                        folder: str,
+                        progress: Optional[bool] = None,
+                        timeout: float = DEFAULT_TIMEOUT) -> Tuple[str, bool]:
+    """Download ``url`` into ``folder/<name>`` unless that file exists; one process at a time.
+
+    Returns the path and whether this call downloaded it (False: it was there, or another
+    process finished it while this one waited for the lock).
+
+    Args:
+        url (str): http(s) URL of the checkpoint file.
+        folder (str): Where the file goes (created if needed).
+        progress (bool, optional): Show a progress bar on stderr. None: only when stderr is a
+            terminal.
+        timeout (float): Seconds without progress before the download gives up.
+    """
+    path = osp.join(folder, file_name_of(url))
+    if osp.isfile(path):
+        return path, False
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f'Cannot create the folder {folder} to download {url} into: {exc}. '
+                              f'Set {CACHE_ENV} to a writable folder.') from exc
+    with _exclusive_lock(path + '.lock', url):
+        if osp.isfile(path):  # another process downloaded it while this one waited
+            print_log(f'{url}: using {path}, downloaded by another process', logger='current')
+            return path, False
+        # Holding the lock, no other download of this file is running: parts left here were
+        # left by killed ones.
+        for stale in glob.glob(glob.escape(path) + PART_SUFFIX + '*'):
+            _remove(stale)
+        _download(url, path, progress=progress, timeout=timeout)
+    return path, True
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: str, url: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path``: per open file, so it excludes other
+    processes and other threads alike. The lock file stays (removing it would race)."""
+    if fcntl is None:
+        yield
+        return
+    try:
+        lock_file = open(lock_path, 'a')
+    except OSError as exc:
+        raise CheckpointError(f'Cannot write in {osp.dirname(lock_path)} to download {url} '
+                              f'there: {exc}. Set {CACHE_ENV} to a writable folder.') from exc
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print_log(f'{url}: waiting for another process that is downloading it '
+                      f'(lock {lock_path})', logger='current')
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+        except OSError as exc:
+            # Some network file systems have no locks (ENOLCK): still safe, since the rename
+            # is atomic, but processes may download the same file side by side.
+            print_log(f'Cannot lock {lock_path} ({exc}); downloading without a lock',
+                      logger='current', level=logging.WARNING)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _download(url: str, path: str, progress: Optional[bool], timeout: float) -> None:
+    """Download ``url`` to ``path``: into a temporary file next to it, renamed when complete;
+    on any failure the temporary file is removed and ``CheckpointError`` says why."""
+    response = _open(url, timeout)
+    part = f'{path}{PART_SUFFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    try:
+        with response:
+            expected = _content_length(response)
+            print_log(f'Downloading {url} to {path}' +
+                      (f' ({_megabytes(expected)})' if expected else ''), logger='current')
+            if progress is None:
+                progress = sys.stderr.isatty()
+            with open(part, 'wb') as f:
+                received = _copy(response, f, expected, osp.basename(path) if progress else None,
+                                 url)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename makes it visible
+        if expected is not None and received != expected:
+            raise CheckpointError(
+                f'Download of {url} is incomplete: {received} of {expected} bytes (the '
+                'connection closed early); nothing was kept, run again to retry')
+        os.replace(part, path)  # atomic: readers see the whole file or none
+    except OSError as exc:  # writing here (reading the network raises CheckpointError)
+        raise CheckpointError(f'Cannot write the download of {url} to {part}: {exc}; nothing '
+                              'was kept') from exc
+    finally:
+        _remove(part)
+    print_log(f'Downloaded {url} to {path} ({_megabytes(received)})', logger='current')
+
+
+def _open(url: str, timeout: float):
+    """The server's response to a GET of ``url``, or ``CheckpointError``: with the HTTP status,
+    or, when the server cannot be reached, with the local paths where the file can be put."""
+    request = urllib.request.Request(url, headers={'User-Agent': 'convnext_backbone'})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        raise CheckpointError(f'Cannot download {url}: the server answered HTTP {exc.code} '
+                              f'{exc.reason}') from exc
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        # Connection refused, DNS failure, timeout: most likely no network on this machine.
+        reason = getattr(exc, 'reason', exc)
+        raise CheckpointError(
+            f'Cannot download {url} ({reason}): no network here? Put the file at one of '
+            f'{", ".join(_describe_lookup(url))}; tools/download_weights.py fetches it on a '
+            'machine with internet.') from exc
+
+
+def _describe_lookup(url: str) -> List[str]:
+    paths = lookup_paths(url)
+    described = [f'{paths[0]} (in the current directory, {osp.abspath(paths[0])})']
+    if os.environ.get(CHECKPOINTS_ENV):
+        described.append(f'{paths[1]} (${CHECKPOINTS_ENV})')
+    else:
+        described.append(f'${CHECKPOINTS_ENV}/{file_name_of(url)} (set {CHECKPOINTS_ENV} to a '
+                         'folder)')
+    described.append(f'{paths[-1]} (the cache, ${CACHE_ENV}/checkpoints)')
+    return described
+
+
+def _content_length(response) -> Optional[int]:
+    value = response.headers.get('Content-Length')
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _copy(response, f: IO[bytes], expected: Optional[int], bar_name: Optional[str],
+          url: str) -> int:
+    """Copy the response body into ``f``; returns the bytes received. A connection that fails
+    midway (reset, timeout, broken chunking) is a ``CheckpointError``; write errors pass."""
+    received = 0
+    bar = _ProgressBar(bar_name, expected) if bar_name else None
+    try:
+        while True:
+            try:
+                chunk = response.read(CHUNK_BYTES)
+            except (OSError, HTTPException) as exc:
+                of = f' of {expected}' if expected else ''
+                raise CheckpointError(
+                    f'Download of {url} was interrupted after {received}{of} bytes ({exc!r}); '
+                    'nothing was kept, run again to retry') from exc
+            if not chunk:
+                break
+            f.write(chunk)
+            received += len(chunk)
+            if bar:
+                bar.update(received)
+    finally:
+        if bar:
+            bar.update(received, force=True)
+            bar.close()
+    return received
+
+
+class _ProgressBar:
+    """``name  42% [=======>        ] 117.3 of 278.6 MB``, redrawn in place on stderr at most
+    ten times a second."""
+
+    WIDTH = 30
+
+    def __init__(self, name: str, total: Optional[int]) -> None:
+        self.name, self.total, self.last = name, total, 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        if self.total:
+            filled = int(self.WIDTH * done / self.total)
+            bar = ('=' * filled + '>').ljust(self.WIDTH + 1)[:self.WIDTH]
+            text = (f'{self.name} {100 * done // self.total:3d}% [{bar}] '
+                    f'{done / 1e6:.1f} of {self.total / 1e6:.1f} MB')
+        else:  # no Content-Length: bytes so far only
+            text = f'{self.name} {done / 1e6:.1f} MB'
+        sys.stderr.write('\r' + text)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write('\n')
+        sys.stderr.flush()
+
+
+def _megabytes(size: int) -> str:
+    return f'{size / 1e6:.1f} MB'
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
