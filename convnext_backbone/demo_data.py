@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['SHAPES', 'ADE_CLASSES', 'make_coco_shapes', 'make_ade_shapes']
+__all__ = ['SHAPES', 'ADE_CLASSES', 'make_coco_shapes', 'make_ade_shapes', 'make_mask_shapes']
 
 SHAPES = ('circle', 'square', 'triangle')  # the COCO demo's categories, ids 1..3
 # The ADE20K demo uses a few of ADE20K's 150 classes (label = index in ADE20K's list + 1, since
@@ -118,39 +118,67 @@ def _rle(mask: np.ndarray) -> dict:
     return dict(size=list(mask.shape), counts=counts)
 
 
+def _scene(rng: np.random.Generator, size: int) -> Tuple[Image.Image, Image.Image]:
+    """A scene: a "wall" top (noisy gradient) and a "floor" bottom (flat colour), with a few
+    "bed" (square), "table" (triangle) and "car" (circle) shapes, each class in its own colour
+    family; and its label map in ADE20K's values (``ADE_CLASSES``), 0 (ignore) on a thin
+    border."""
+    objects = [('bed', 'square'), ('table', 'triangle'), ('car', 'circle')]
+    horizon = int(rng.uniform(0.35, 0.65) * size)
+    img = _background(rng, size)
+    label = Image.new('L', (size, size), ADE_CLASSES['wall'])
+    draw, label_draw = ImageDraw.Draw(img), ImageDraw.Draw(label)
+    floor = tuple(int(c) for c in rng.integers(0, 256, size=3))
+    draw.rectangle([0, horizon, size, size], fill=floor)
+    label_draw.rectangle([0, horizon, size, size], fill=ADE_CLASSES['floor'])
+    for _ in range(int(rng.integers(1, 4))):
+        name, kind = objects[rng.integers(len(objects))]
+        r = rng.uniform(0.1, 0.22) * size
+        cx, cy = rng.uniform(r, size - r, size=2)
+        polygon = _polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
+        draw.polygon(polygon, fill=_class_colour(rng, name))
+        label_draw.polygon(polygon, fill=ADE_CLASSES[name])
+    label_draw.rectangle([0, 0, size - 1, size - 1], outline=0)  # ignored border
+    return img, label
+
+
 def make_ade_shapes(root: str, num_train: int = 200, num_val: int = 40, size: int = 128,
                     seed: int = 0) -> str:
-    """Write ``root/ADEChallengeData2016/{images,annotations}/{training,validation}``.
-
-    Scenes: a "wall" top (noisy gradient) and a "floor" bottom (flat colour), with a few "bed"
-    (square), "table" (triangle) and "car" (circle) shapes, each class in its own colour family;
-    label 0 (ignore) on a thin border. Returns the dataset root.
-    """
+    """Write ``root/ADEChallengeData2016/{images,annotations}/{training,validation}`` with
+    scenes of ``_scene`` (ADE20K's label values). Returns the dataset root."""
     rng = np.random.default_rng(seed)
     data_root = os.path.join(root, 'ADEChallengeData2016')
-    objects = [('bed', 'square'), ('table', 'triangle'), ('car', 'circle')]
     for split, count in (('training', num_train), ('validation', num_val)):
         img_dir = os.path.join(data_root, 'images', split)
         ann_dir = os.path.join(data_root, 'annotations', split)
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(ann_dir, exist_ok=True)
         for index in range(count):
-            horizon = int(rng.uniform(0.35, 0.65) * size)
-            img = _background(rng, size)
-            label = Image.new('L', (size, size), ADE_CLASSES['wall'])
-            draw, label_draw = ImageDraw.Draw(img), ImageDraw.Draw(label)
-            floor = tuple(int(c) for c in rng.integers(0, 256, size=3))
-            draw.rectangle([0, horizon, size, size], fill=floor)
-            label_draw.rectangle([0, horizon, size, size], fill=ADE_CLASSES['floor'])
-            for _ in range(int(rng.integers(1, 4))):
-                name, kind = objects[rng.integers(len(objects))]
-                r = rng.uniform(0.1, 0.22) * size
-                cx, cy = rng.uniform(r, size - r, size=2)
-                polygon = _polygon(kind, cx, cy, r, rng.uniform(0, 2 * math.pi))
-                draw.polygon(polygon, fill=_class_colour(rng, name))
-                label_draw.polygon(polygon, fill=ADE_CLASSES[name])
-            label_draw.rectangle([0, 0, size - 1, size - 1], outline=0)  # ignored border
+            img, label = _scene(rng, size)
             name = f'ADE_{split[:5]}_{index:08d}'
             img.save(os.path.join(img_dir, name + '.jpg'), quality=95)
             label.save(os.path.join(ann_dir, name + '.png'))
     return data_root
+
+
+def make_mask_shapes(root: str, num_train: int = 200, num_val: int = 40, size: int = 128,
+                     seed: int = 0) -> str:
+    """Write a segmentation dataset in the plain mask-folder layout that ``--data`` reads:
+    ``images/{train,val}/*.jpg``, ``annotations/{train,val}/*.png`` (label i = line i of
+    ``classes.txt``, 255 = ignore) and ``classes.txt``; the scenes of ``_scene``."""
+    rng = np.random.default_rng(seed)
+    names = list(ADE_CLASSES)
+    lut = np.full(256, 255, np.uint8)  # ADE values -> 0..4, border (0) -> ignore
+    for index, name in enumerate(names):
+        lut[ADE_CLASSES[name]] = index
+    for split, count in (('train', num_train), ('val', num_val)):
+        os.makedirs(os.path.join(root, 'images', split), exist_ok=True)
+        os.makedirs(os.path.join(root, 'annotations', split), exist_ok=True)
+        for index in range(count):
+            img, label = _scene(rng, size)
+            img.save(os.path.join(root, 'images', split, f'{index:05d}.jpg'), quality=95)
+            Image.fromarray(lut[np.asarray(label)]).save(
+                os.path.join(root, 'annotations', split, f'{index:05d}.png'))
+    with open(os.path.join(root, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(names) + '\n')
+    return root

@@ -1,5 +1,6 @@
-"""What the command-line tools share: config preparation for either stack (mmdet or mmseg),
-data checks and CPU-friendly distributed set-up (checkpoints: ``convnext_backbone.checkpoints``).
+"""What the command-line tools share: config preparation for either stack (mmdet or mmseg, and
+``--data``), error reporting and CPU-friendly distributed set-up (checkpoints:
+``convnext_backbone.checkpoints``; data: ``convnext_backbone.data``).
 
 Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is built.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import copy
 import os.path as osp
 import sys
-from typing import Iterable, List, Optional
+from typing import List, Optional
 
 import torch
 from mmengine.config import Config, DictAction
@@ -16,8 +17,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-__all__ = ['prepare_config', 'stack_of', 'check_data', 'config_dataset_meta',
-           'add_runner_arguments', 'run_tool', 'NonFiniteLossHook', 'setup_cpu_distributed']
+__all__ = ['prepare_config', 'stack_of', 'config_dataset_meta', 'add_runner_arguments',
+           'add_data_arguments', 'run_tool', 'NonFiniteLossHook', 'setup_cpu_distributed']
 
 STACKS = ('mmdet', 'mmseg')
 
@@ -33,14 +34,23 @@ def stack_of(cfg: Config) -> str:
 
 def prepare_config(config: str, work_dir: Optional[str] = None,
                    cfg_options: Optional[dict] = None, launcher: str = 'none',
-                   amp: bool = False) -> Config:
-    """Load a config and fit it to the command line and to this machine."""
+                   amp: bool = False, data: Optional[str] = None,
+                   data_splits: Optional[List[str]] = None) -> Config:
+    """Load a config and fit it to the command line (``data``: a dataset folder whose splits
+    and classes the config takes, see ``convnext_backbone.data``; ``cfg_options`` come last and
+    win) and to this machine."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'Config file not found: {config}')
     cfg = Config.fromfile(config)
+    stack = stack_of(cfg)
+    if data:
+        from .data import find_layout, fit_config_to_data, parse_split_overrides
+        layout = find_layout(data, stack, parse_split_overrides(data_splits))
+        changed = fit_config_to_data(cfg, layout)
+        print_log(f'--data: {layout.describe()}\n  set: {", ".join(changed)}',
+                  logger='current')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    stack_of(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(config))[0])
@@ -80,13 +90,26 @@ def config_dataset_meta(dataset: dict) -> Optional[dict]:
         return None
 
 
+def add_data_arguments(parser) -> None:
+    """``--data DIR`` and ``--data-split``: a dataset of one's own (``convnext_backbone.data``)."""
+    parser.add_argument('--data', metavar='DIR',
+                        help='a dataset folder (COCO-format for detection configs; images/ + '
+                        'annotations/ + classes.txt, or ADE20K, for segmentation): the config '
+                        'takes its splits and classes')
+    parser.add_argument('--data-split', nargs='+', metavar='SPLIT=PATH[:PATH]',
+                        help='with --data: a split\'s annotation file and image folder (COCO), '
+                        'or image and label-map folders, relative to DIR, e.g. '
+                        'train=annotations/mine.json:images')
+
+
 def run_tool(main, argv=None) -> int:
-    """Run a tool's ``main``: a checkpoint that cannot be read or does not fit ends it with
-    its message and exit status 1, not with a traceback."""
+    """Run a tool's ``main``: a checkpoint or data that cannot be used ends it with its message
+    and exit status 1, not with a traceback."""
     from .checkpoints import CheckpointError
+    from .data import DataError
     try:
         main(argv)
-    except CheckpointError as exc:
+    except (CheckpointError, DataError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0
@@ -94,6 +117,7 @@ def run_tool(main, argv=None) -> int:
 
 def add_runner_arguments(parser) -> None:
     """The options that tools/train.py and tools/test.py share."""
+    add_data_arguments(parser)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, e.g. train_cfg.max_epochs=12')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -110,35 +134,6 @@ def setup_cpu_distributed(launcher: str) -> None:
     import torch.distributed as dist
     if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-
-
-def _dataloaders(cfg: Config, phases: Iterable[str]) -> List[tuple]:
-    loaders = []
-    for phase in phases:
-        loader = cfg.get(f'{phase}_dataloader')
-        if loader:
-            loaders.append((phase, loader.dataset))
-    return loaders
-
-
-def check_data(cfg: Config, phases: Iterable[str] = ('train', 'val', 'test')) -> None:
-    """Fail at start, naming the path, when a config's data is not there."""
-    for phase, dataset in _dataloaders(cfg, phases):
-        while 'dataset' in dataset and 'data_root' not in dataset:  # wrappers (RepeatDataset)
-            dataset = dataset.dataset
-        root = dataset.get('data_root') or ''
-        wanted = []
-        if dataset.get('ann_file'):
-            wanted.append(osp.join(root, dataset.ann_file))
-        for prefix in (dataset.get('data_prefix') or {}).values():
-            wanted.append(osp.join(root, prefix))
-        for path in wanted or [root]:
-            if path and not osp.exists(path):
-                raise FileNotFoundError(
-                    f'{phase} data not found: {path} does not exist. Put the dataset under '
-                    f'{root or "the data root"} as README.md describes, point the config at it '
-                    f'(--cfg-options {phase}_dataloader.dataset.data_root=...), or run a '
-                    'built-in demo (tools/make_demo_data.py and configs/demo/).')
 
 
 @HOOKS.register_module()

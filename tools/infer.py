@@ -1,11 +1,13 @@
-"""Draw a model's predictions on an image: boxes and masks (detection configs) or a
-colour-coded segmentation (segmentation configs), written as a PNG.
+"""Draw a model's predictions on images: boxes and masks (detection configs) or a colour-coded
+segmentation (segmentation configs), one PNG per image; with --show-gt the ground truth of the
+config's test data beside each prediction.
 
-    python tools/infer.py CONFIG CHECKPOINT IMAGE [--out-dir outputs] [--score-thr 0.3]
+    python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] [--data DIR] [--show-gt]
+        [--out-dir outputs] [--score-thr 0.3]
 
 CHECKPOINT is read like tools/test.py reads it (any published layout, exact fit). Class names
 and palette come from the checkpoint when it names the config's classes, from the config
-otherwise.
+otherwise. --data fits the config to a dataset of one's own, as in tools/train.py.
 """
 import argparse
 import os
@@ -13,17 +15,19 @@ import os.path as osp
 import sys
 import warnings
 
-from mmengine.config import Config
+from mmengine.config import DictAction
 
 from convnext_backbone.checkpoints import load_model_checkpoint
-from convnext_backbone.runtime import config_dataset_meta, run_tool, stack_of
+from convnext_backbone.data.layouts import IMAGE_SUFFIXES
+from convnext_backbone.runtime import (add_data_arguments, config_dataset_meta, prepare_config,
+                                       run_tool, stack_of)
 
 
-def build_inferencer(config: str, checkpoint: str, device: str = 'cpu'):
+def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):
     """mmdet's ``DetInferencer`` or mmseg's ``MMSegInferencer`` for the config, with the
     checkpoint loaded through ``load_model_checkpoint`` (the inferencers' own loading is
     mmengine's lenient one, and knows only mmengine's layout)."""
-    if stack_of(Config.fromfile(config)) == 'mmdet':
+    if stack_of(cfg) == 'mmdet':
         from mmdet.apis import DetInferencer as Inferencer
         kwargs = dict(show_progress=False)
     else:
@@ -31,43 +35,84 @@ def build_inferencer(config: str, checkpoint: str, device: str = 'cpu'):
         kwargs = {}
     with warnings.catch_warnings():  # "no checkpoint loaded": it is loaded below
         warnings.simplefilter('ignore')
-        inferencer = Inferencer(model=config, weights=None, device=device, **kwargs)
+        inferencer = Inferencer(model=cfg, weights=None, device=device, **kwargs)
     config_meta = config_dataset_meta(inferencer.cfg.test_dataloader.dataset)
     _, _, meta = load_model_checkpoint(inferencer.model, checkpoint, 'eval',
                                        config_meta=config_meta)
     meta = {k: v for k, v in (meta or {}).items() if k in ('classes', 'palette')}
     inferencer.model.dataset_meta = meta
     inferencer.visualizer.dataset_meta = meta
+    inferencer.visualizer.alpha = 0.6  # segmentation: the image shows through the colours
     return inferencer
+
+
+def image_paths(inputs):
+    """The images named, and those in the folders named (sorted)."""
+    paths = []
+    for path in inputs:
+        if osp.isdir(path):
+            paths += sorted(osp.join(path, n) for n in os.listdir(path)
+                            if osp.splitext(n)[1].lower() in IMAGE_SUFFIXES)
+        elif osp.isfile(path):
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f'No such image or folder: {path}')
+    if not paths:
+        raise FileNotFoundError(f'No images ({", ".join(IMAGE_SUFFIXES)}) in {", ".join(inputs)}')
+    return paths
+
+
+def draw(inferencer, cfg, path: str, score_thr: float, show_gt: bool):
+    """The prediction drawn on the image (RGB), with the ground truth on its left if asked."""
+    import mmcv
+    from convnext_backbone.data.pictures import draw_sample, ground_truth_of
+    kwargs = dict(return_datasamples=True)
+    if stack_of(cfg) == 'mmdet':
+        kwargs['pred_score_thr'] = score_thr
+    prediction = inferencer(path, **kwargs)
+    # DetInferencer returns {'predictions': [sample]}, MMSegInferencer the sample itself.
+    prediction = prediction['predictions'] if isinstance(prediction, dict) else prediction
+    prediction = prediction[0] if isinstance(prediction, list) else prediction
+    gt = ground_truth_of(cfg, path) if show_gt else None
+    if show_gt and gt is None:
+        print(f'{path} is not in the config\'s test data: drawn without ground truth')
+    if gt is not None:
+        for key in ('gt_instances', 'gt_sem_seg'):
+            if key in gt:
+                prediction.set_field(gt.get(key), key)
+    extra = dict(pred_score_thr=score_thr) if stack_of(cfg) == 'mmdet' else {}
+    return draw_sample(inferencer.visualizer, mmcv.imread(path, channel_order='rgb'), prediction,
+                       draw_gt=gt is not None, draw_pred=True, **extra)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder or URL')
-    parser.add_argument('image')
+    parser.add_argument('images', nargs='+', help='images, or folders of images')
     parser.add_argument('--out-dir', default='outputs')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='detection: draw predictions above this score')
+    parser.add_argument('--show-gt', action='store_true',
+                        help="draw the ground truth of the config's test data beside")
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
-    for path in (args.config, args.image):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'File not found: {path}')
-    inferencer = build_inferencer(args.config, args.checkpoint, args.device)
+    paths = image_paths(args.images)
+    cfg = prepare_config(args.config, cfg_options=args.cfg_options, data=args.data,
+                         data_splits=args.data_split)
+    inferencer = build_inferencer(cfg, args.checkpoint, args.device)
     os.makedirs(args.out_dir, exist_ok=True)
-    out = osp.join(args.out_dir, osp.splitext(osp.basename(args.image))[0] + '_pred.png')
-    if stack_of(inferencer.cfg) == 'mmdet':
-        result = inferencer(args.image, return_vis=True, pred_score_thr=args.score_thr)
-    else:
-        result = inferencer(args.image, return_vis=True, opacity=0.6)
-    vis = result['visualization']
-    # DetInferencer returns a list per input; MMSegInferencer unwraps a single input's array.
-    vis = vis[0] if isinstance(vis, list) else vis
     import mmcv
-    mmcv.imwrite(vis[..., ::-1], out)  # RGB -> BGR for cv2
-    print(f'Wrote {out}')
-    return out
+    written = []
+    for path in paths:
+        out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '_pred.png')
+        mmcv.imwrite(draw(inferencer, cfg, path, args.score_thr, args.show_gt)[..., ::-1], out)
+        written.append(out)
+    print(f'Wrote {len(written)} pictures to {args.out_dir}' if len(written) > 1 else
+          f'Wrote {written[0]}')
+    return written
 
 
 if __name__ == '__main__':

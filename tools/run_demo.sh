@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# The built-in demo, end to end on CPU: set up (if needed), generate the data, train, evaluate
-# with tools/test.py (prints AP / mIoU) and draw predictions on a validation image.
+# The built-in demo, end to end on CPU: set up (if needed), generate the data, train on it as on
+# one's own data (--data: splits and classes read from the folder), evaluate with tools/test.py
+# (prints AP / mIoU) and draw the ground truth beside the prediction on a validation image.
 #   bash tools/run_demo.sh [coco|ade]     (default: coco, Mask R-CNN on generated shapes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIND="${1:-coco}"
 case "$KIND" in
   coco) CONFIG=configs/demo/mask_rcnn_convnext_shapes_demo.py
-        IMAGE=data/coco_shapes/val2017/000001.jpg ;;
+        DATA=data/coco_shapes
+        IMAGE=$DATA/val2017/000001.jpg ;;
   ade)  CONFIG=configs/demo/upernet_convnext_shapes_demo.py
-        IMAGE=data/ade_shapes/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg ;;
+        DATA=data/ade_shapes
+        IMAGE=$DATA/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg ;;
   *)    echo "usage: bash tools/run_demo.sh [coco|ade]" >&2; exit 2 ;;
 esac
 WORK_DIR="work_dirs/demo_$KIND"
@@ -19,9 +22,10 @@ PY=.venv/bin/python
 echo "==> [demo] generate the $KIND demo data"
 "$PY" tools/make_demo_data.py "$KIND"
 echo "==> [demo] train $CONFIG (CPU; progress every 10 iterations)"
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR"
+"$PY" tools/train.py "$CONFIG" --data "$DATA" --work-dir "$WORK_DIR"
 CKPT="$WORK_DIR/$(cat "$WORK_DIR/last_checkpoint" | xargs basename)"
 echo "==> [demo] evaluate $CKPT"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR/test"
+"$PY" tools/test.py "$CONFIG" "$CKPT" --data "$DATA" --work-dir "$WORK_DIR/test"
 echo "==> [demo] draw predictions"
-"$PY" tools/infer.py "$CONFIG" "$CKPT" "$IMAGE" --out-dir "$WORK_DIR/vis" --score-thr 0.5
+"$PY" tools/infer.py "$CONFIG" "$CKPT" "$IMAGE" --data "$DATA" --show-gt --out-dir "$WORK_DIR/vis" \
+  --score-thr 0.5

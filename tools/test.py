@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from convnext_backbone.checkpoints import CheckpointCheckingRunner
-from convnext_backbone.runtime import (add_runner_arguments, check_data, prepare_config, run_tool,
+from convnext_backbone.data import check_dataset
+from convnext_backbone.runtime import (add_runner_arguments, prepare_config, run_tool,
                                        setup_cpu_distributed)
 
 
@@ -29,8 +30,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher)
-    check_data(cfg, phases=('test', ))
+    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher,
+                         data=args.data, data_splits=args.data_split)
+    check_dataset(cfg, phases=('test', ))  # before anything is built
     cfg.load_from = args.checkpoint
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:

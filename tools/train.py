@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from convnext_backbone.checkpoints import CheckpointCheckingRunner
-from convnext_backbone.runtime import (add_runner_arguments, check_data, prepare_config, run_tool,
+from convnext_backbone.data import check_dataset
+from convnext_backbone.runtime import (add_runner_arguments, prepare_config, run_tool,
                                        setup_cpu_distributed)
 
 
@@ -34,8 +35,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.amp)
-    check_data(cfg, phases=('train', 'val'))
+    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.amp,
+                         args.data, args.data_split)
+    check_dataset(cfg, phases=('train', 'val'))  # before anything is built
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

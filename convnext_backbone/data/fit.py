@@ -1,0 +1,98 @@
+"""Fitting a config to a dataset found by ``layouts.find_layout``: the classes go everywhere
+they belong (every dataset's metainfo, every class-dependent head's ``num_classes``, the COCO
+evaluators' annotation files), so that one slip cannot leave them out of step."""
+from __future__ import annotations
+
+import colorsys
+import os.path as osp
+from typing import Iterator, List, Tuple
+
+from mmengine.config import Config, ConfigDict
+
+from .layouts import DataLayout
+
+__all__ = ['fit_config_to_data', 'innermost_dataset', 'class_heads', 'palette_for']
+
+PHASES = ('train', 'val', 'test')
+
+
+def innermost_dataset(dataset: dict) -> dict:
+    """The dataset inside wrappers (``RepeatDataset``, ``ClassBalancedDataset``...)."""
+    while isinstance(dataset.get('dataset'), dict):
+        dataset = dataset['dataset']
+    return dataset
+
+
+def class_heads(model: dict, path: str = '') -> Iterator[Tuple[str, dict]]:
+    """(path, config) of every part of a model config that has ``num_classes``: the bbox and
+    mask heads of (Cascade) Mask R-CNN, the decode and auxiliary heads of UPerNet. The RPN
+    (class-agnostic) is left out."""
+    if isinstance(model, dict):
+        if 'num_classes' in model and not path.startswith('rpn_head'):
+            yield path, model
+        for key, value in model.items():
+            yield from class_heads(value, f'{path}.{key}' if path else key)
+    elif isinstance(model, (list, tuple)):
+        for i, value in enumerate(model):
+            yield from class_heads(value, f'{path}.{i}')
+
+
+def palette_for(num_classes: int) -> List[Tuple[int, int, int]]:
+    """Distinct colours, the same for the same number of classes (golden-ratio hues)."""
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.75, 0.95))
+            for i in range(num_classes)]
+
+
+def fit_config_to_data(cfg: Config, layout: DataLayout) -> List[str]:
+    """Point the config's datasets at ``layout`` and set its classes everywhere. Returns what
+    was changed, in words (the tools log it; the work dir's copy of the config shows it)."""
+    changed = []
+    for phase in PHASES:
+        loader = cfg.get(f'{phase}_dataloader')
+        if not loader:
+            continue
+        split_name = phase if phase in layout.splits else 'val'
+        split = layout.splits[split_name]
+        dataset = innermost_dataset(loader['dataset'])
+        dataset['data_root'] = layout.root
+        if layout.kind == 'coco':
+            dataset.update(ann_file=split.ann_file, data_prefix=dict(img=_folder(split.img_dir)))
+        else:
+            dataset['data_prefix'] = dict(img_path=split.img_dir, seg_map_path=split.seg_dir)
+        if layout.kind == 'masks':
+            dataset.update(type='BaseSegDataset', img_suffix=split.img_suffix,
+                           seg_map_suffix='.png', reduce_zero_label=False)
+            _follow_dataset_zero_label(dataset.get('pipeline'))
+        if layout.classes:
+            dataset['metainfo'] = dict(classes=layout.classes,
+                                       palette=palette_for(len(layout.classes)))
+        changed.append(f'{phase} dataset: {split_name} split')
+        evaluator = cfg.get(f'{phase}_evaluator')
+        for metric in evaluator if isinstance(evaluator, list) else [evaluator]:
+            if isinstance(metric, dict) and 'ann_file' in metric and layout.kind == 'coco':
+                metric['ann_file'] = osp.join(layout.root, split.ann_file)
+                changed.append(f'{phase}_evaluator.ann_file')
+    if layout.kind == 'masks':
+        _follow_dataset_zero_label(cfg.get('tta_pipeline'))
+    if layout.classes:
+        for path, head in class_heads(cfg.model):
+            head['num_classes'] = len(layout.classes)
+            changed.append(f'model.{path}.num_classes')
+    return changed
+
+
+def _folder(path: str) -> str:
+    return path.rstrip('/') + '/' if path else ''
+
+
+def _follow_dataset_zero_label(pipeline) -> None:
+    """Make mmseg's ``LoadAnnotations`` of a pipeline (also inside ``TestTimeAug``) follow the
+    dataset's ``reduce_zero_label`` (``None``): ADE20K's pipelines say ``True``, which a mask
+    folder's label 0 (a class) must not get."""
+    if isinstance(pipeline, (list, tuple)):
+        for transform in pipeline:
+            _follow_dataset_zero_label(transform)
+    elif isinstance(pipeline, (dict, ConfigDict)):
+        if pipeline.get('type') == 'LoadAnnotations':
+            pipeline['reduce_zero_label'] = None
+        _follow_dataset_zero_label(pipeline.get('transforms'))
