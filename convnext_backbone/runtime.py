@@ -1,5 +1,5 @@
 """What the command-line tools share: config preparation for either stack (mmdet or mmseg, and
-``--data``), error reporting and CPU-friendly distributed set-up (checkpoints:
+``--data``), the device check, error reporting and CPU-friendly distributed set-up (checkpoints:
 ``convnext_backbone.checkpoints``; data: ``convnext_backbone.data``).
 
 Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is built.
@@ -18,7 +18,8 @@ from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 __all__ = ['prepare_config', 'stack_of', 'config_dataset_meta', 'add_runner_arguments',
-           'add_data_arguments', 'run_tool', 'NonFiniteLossHook', 'setup_cpu_distributed']
+           'add_data_arguments', 'run_tool', 'run_device', 'check_mmcv_ops', 'DeviceError',
+           'NonFiniteLossHook', 'setup_cpu_distributed']
 
 STACKS = ('mmdet', 'mmseg')
 
@@ -77,6 +78,42 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
     return cfg
 
 
+class DeviceError(RuntimeError):
+    """The run's device cannot run what the config needs (mmcv's compiled ops)."""
+
+
+def run_device(requested: Optional[str] = None) -> str:
+    """The device a run uses: the one asked for, else CUDA where torch sees a GPU (as
+    mmengine's Runner decides), else the CPU."""
+    return requested or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def check_mmcv_ops(cfg: Config, device: str) -> None:
+    """Fail at start, not at the first step: detection configs run mmcv's compiled ops (NMS,
+    RoIAlign) on the run's device, so mmcv must be installed with ops that load with this torch
+    and, for a CUDA run, were compiled with CUDA. Segmentation configs need none of them."""
+    if stack_of(cfg) != 'mmdet':
+        return
+    fix = 'Run tools/setup_env.sh on this machine (README "Two commands")'
+    try:
+        import mmcv
+        from mmcv.ops import get_compiling_cuda_version
+        get_compiling_cuda_version()  # loads the compiled extension
+    except ImportError as exc:
+        raise DeviceError(f'Detection configs need mmcv with its compiled ops (NMS, RoIAlign), '
+                          f'which do not load here ({exc}). {fix}: it builds mmcv 2.1.0 for '
+                          'this torch.') from None
+    compiled = get_compiling_cuda_version()
+    if str(device).startswith('cuda') and compiled in ('not available', '', None):
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a GPU'
+        raise DeviceError(
+            f'This run uses CUDA ({name}), but mmcv {mmcv.__version__} was compiled without it '
+            f'(mmcv.ops.get_compiling_cuda_version(): {compiled!r}): the detector\'s RoIAlign '
+            f'and NMS would fail at its first step. {fix}: on a machine with a GPU it builds '
+            f'mmcv with CUDA ops for it (it needs a CUDA toolkit {torch.version.cuda}). Or run '
+            'on the CPU: CUDA_VISIBLE_DEVICES= (empty).')
+
+
 def config_dataset_meta(dataset: dict) -> Optional[dict]:
     """The metainfo (classes, palette...) of a dataset config, without reading its annotations
     (``lazy_init``); None when it cannot be built. Needs the stack's default scope set (the
@@ -109,7 +146,7 @@ def run_tool(main, argv=None) -> int:
     from .data import DataError
     try:
         main(argv)
-    except (CheckpointError, DataError) as exc:
+    except (CheckpointError, DataError, DeviceError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0

@@ -19,8 +19,8 @@ from mmengine.config import DictAction
 
 from convnext_backbone.checkpoints import load_model_checkpoint
 from convnext_backbone.data.layouts import IMAGE_SUFFIXES
-from convnext_backbone.runtime import (add_data_arguments, config_dataset_meta, prepare_config,
-                                       run_tool, stack_of)
+from convnext_backbone.runtime import (add_data_arguments, check_mmcv_ops, config_dataset_meta,
+                                       prepare_config, run_device, run_tool, stack_of)
 
 
 def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):
@@ -95,14 +95,16 @@ def main(argv=None):
                         help='detection: draw predictions above this score')
     parser.add_argument('--show-gt', action='store_true',
                         help="draw the ground truth of the config's test data beside")
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', help='cpu or cuda (default: cuda where torch sees a GPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     paths = image_paths(args.images)
     cfg = prepare_config(args.config, cfg_options=args.cfg_options, data=args.data,
                          data_splits=args.data_split)
-    inferencer = build_inferencer(cfg, args.checkpoint, args.device)
+    device = run_device(args.device)
+    check_mmcv_ops(cfg, device)  # before anything is built
+    inferencer = build_inferencer(cfg, args.checkpoint, device)
     os.makedirs(args.out_dir, exist_ok=True)
     import mmcv
     written = []

@@ -13,8 +13,8 @@ import sys
 
 from convnext_backbone.checkpoints import CheckpointCheckingRunner
 from convnext_backbone.data import check_dataset
-from convnext_backbone.runtime import (add_runner_arguments, prepare_config, run_tool,
-                                       setup_cpu_distributed)
+from convnext_backbone.runtime import (add_runner_arguments, check_mmcv_ops, prepare_config,
+                                       run_device, run_tool, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -32,7 +32,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher,
                          data=args.data, data_splits=args.data_split)
-    check_dataset(cfg, phases=('test', ))  # before anything is built
+    check_mmcv_ops(cfg, run_device())  # before anything is built
+    check_dataset(cfg, phases=('test', ))
     cfg.load_from = args.checkpoint
     if args.tta:
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:

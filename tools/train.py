@@ -14,8 +14,8 @@ import sys
 
 from convnext_backbone.checkpoints import CheckpointCheckingRunner
 from convnext_backbone.data import check_dataset
-from convnext_backbone.runtime import (add_runner_arguments, prepare_config, run_tool,
-                                       setup_cpu_distributed)
+from convnext_backbone.runtime import (add_runner_arguments, check_mmcv_ops, prepare_config,
+                                       run_device, run_tool, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -37,7 +37,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.amp,
                          args.data, args.data_split)
-    check_dataset(cfg, phases=('train', 'val'))  # before anything is built
+    check_mmcv_ops(cfg, run_device())  # before anything is built
+    check_dataset(cfg, phases=('train', 'val'))
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

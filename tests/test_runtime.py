@@ -1,0 +1,63 @@
+"""What the tools check before building anything: that mmcv's compiled ops can run on the run's
+device (the GPU case simulated on this CPU machine)."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from convnext_backbone.runtime import DeviceError, check_mmcv_ops
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DETECTOR = osp.join(ROOT, 'configs', 'mask_rcnn_convnext_t.py')
+SEGMENTOR = osp.join(ROOT, 'configs', 'upernet_convnext_t.py')
+
+
+@pytest.fixture
+def gpu_machine(monkeypatch):
+    """torch sees a GPU; mmcv's ops are this machine's (compiled without CUDA)."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *_: 'NVIDIA H200')
+
+
+def test_cpu_built_mmcv_on_a_gpu_run_is_refused_at_start(gpu_machine):
+    from mmcv.ops import get_compiling_cuda_version
+    assert get_compiling_cuda_version() == 'not available'  # this machine's build
+    with pytest.raises(DeviceError, match=r"This run uses CUDA \(NVIDIA H200\), but mmcv 2.1.0 "
+                       r"was compiled without it .*'not available'.*RoIAlign and NMS would fail "
+                       r'at its first step. Run tools/setup_env.sh on this machine'):
+        check_mmcv_ops(Config.fromfile(DETECTOR), 'cuda')
+
+
+def test_what_can_run_passes(gpu_machine, monkeypatch):
+    check_mmcv_ops(Config.fromfile(DETECTOR), 'cpu')  # a CPU run on the GPU machine
+    check_mmcv_ops(Config.fromfile(SEGMENTOR), 'cuda')  # UPerNet needs no compiled op
+    import mmcv.ops
+    monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: '13.0')
+    check_mmcv_ops(Config.fromfile(DETECTOR), 'cuda')  # a CUDA build
+
+
+def test_missing_ops_are_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'mmcv.ops', None)  # mmcv-lite, or ops built for another torch
+    with pytest.raises(DeviceError, match='Detection configs need mmcv with its compiled ops'):
+        check_mmcv_ops(Config.fromfile(DETECTOR), 'cpu')
+
+
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_tools_stop_before_building_anything(tmp_path, tool):
+    """The whole tool on a simulated GPU machine: exit 1 with the fix, no work dir made."""
+    simulate = ('import sys, runpy, torch; torch.cuda.is_available = lambda: True; '
+                'torch.cuda.get_device_name = lambda *a: "NVIDIA H200"; '
+                f'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
+    args = [osp.join(ROOT, 'tools', tool), DETECTOR, '--work-dir', str(tmp_path / 'work')]
+    if tool == 'test.py':
+        args.insert(2, str(tmp_path / 'any.pth'))
+    run = subprocess.run([sys.executable, '-c', simulate, *args], cwd=tmp_path,
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert 'error: This run uses CUDA (NVIDIA H200), but mmcv 2.1.0 was compiled without it' \
+        in run.stderr and 'Traceback' not in run.stderr
+    assert not (tmp_path / 'work').exists()
