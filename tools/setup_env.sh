@@ -5,7 +5,14 @@
 #
 # mmcv 2.1.0 (the newest that mmdet 3.3 / mmseg 1.2 accept) has no wheel on PyPI, so it is built
 # from its sdist once (about 26 minutes on 2 cores) and the wheel is cached outside the checkout,
-# in $CONVNEXT_CACHE (default ~/.cache/convnext_backbone).
+# in $CONVNEXT_CACHE (default ~/.cache/convnext_backbone), in a folder named for what it was built
+# for (wheels/mmcv-2.1.0-torch2.14.1-cpu/, wheels/mmcv-2.1.0-torch2.14.1-cu130-sm90/, ...).
+#
+# GPU machines: where torch sees a GPU, mmcv is built with its CUDA ops (the detection configs run
+# NMS and RoIAlign on CUDA tensors, which CPU ops cannot), for the visible GPUs' compute
+# capabilities. That needs a CUDA toolkit (nvcc and headers) of torch's CUDA version, found
+# through $CUDA_HOME or the nvcc on PATH; without one the script stops and says which to install.
+# MMCV_CPU_ONLY=1 builds (or reuses) the CPU-ops wheel on a GPU machine instead.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,22 +45,49 @@ CURRENT="install torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"; ste
 CURRENT="install mmengine $MMENGINE_VERSION and build tools"; step "$CURRENT"
 "${PIP[@]}" install -q "mmengine==$MMENGINE_VERSION" 'numpy<2.5' opencv-python-headless
 
-mmcv_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1; }
+# Which build this machine needs: "torch2.14.1-cpu -" or e.g. "torch2.14.1-cu130-sm90 9.0"
+# (key of the wheel's cache folder, and TORCH_CUDA_ARCH_LIST; "-" for the CPU ops).
+CURRENT="decide which mmcv build this machine needs"
+TARGET=("$VENV/bin/python" "$ROOT/tools/mmcv_build_target.py")
+target="$("${TARGET[@]}" key)"
+read -r MMCV_KEY MMCV_ARCHS <<<"$target"
+[ -n "$MMCV_ARCHS" ] || { echo "mmcv_build_target.py key: expected 'KEY ARCHS', got '$target'" >&2; exit 1; }
+MMCV_WHEELS="$WHEELS/mmcv-$MMCV_VERSION-$MMCV_KEY"
+mmcv_wheel() { ls "$MMCV_WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1; }
+# Caches from before the keyed folders hold one wheel directly in $WHEELS, built by this script
+# for torch $TORCH_VERSION: adopt it for the CPU key when its ops are CPU ops (saves the build).
+legacy="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n 1 || true)"
+if [ -z "$(mmcv_wheel)" ] && [ -n "$legacy" ] && [ "$MMCV_ARCHS" = - ] \
+    && [ "$("${TARGET[@]}" built-for "$legacy")" = cpu ]; then
+  mkdir -p "$MMCV_WHEELS" && mv "$legacy" "$MMCV_WHEELS/"
+fi
+
 if [ -z "$(mmcv_wheel)" ]; then
-  CURRENT="build the mmcv $MMCV_VERSION wheel (about 26 minutes on 2 cores; cached in $WHEELS)"; step "$CURRENT"
-  mkdir -p "$WHEELS"
+  if [ "$MMCV_ARCHS" = - ]; then
+    CURRENT="build the mmcv $MMCV_VERSION wheel with CPU ops (about 26 minutes on 2 cores)"
+    # mmcv's setup.py compiles CUDA ops whenever torch sees a GPU: hide it for a forced CPU build.
+    build_env=(CUDA_VISIBLE_DEVICES= FORCE_CUDA=0)
+  else
+    CURRENT="check the CUDA toolkit for mmcv's CUDA ops"
+    cuda_home="$("${TARGET[@]}" toolkit)"
+    CURRENT="build the mmcv $MMCV_VERSION wheel with CUDA ops for compute capability $MMCV_ARCHS"
+    CURRENT+=" (longer than the CPU build: the CUDA kernels too)"
+    build_env=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$MMCV_ARCHS" "CUDA_HOME=$cuda_home")
+  fi
+  step "$CURRENT; cached in $MMCV_WHEELS"
+  mkdir -p "$MMCV_WHEELS"
   build="$(mktemp -d)"
   # mmcv's setup.py is known to build with setuptools < 70 (restored after the build).
   "${PIP[@]}" install -q 'setuptools<70'
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$build" "mmcv==$MMCV_VERSION"
   tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
   src="$build/mmcv-$MMCV_VERSION"
-  # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17.
+  # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17 (for the C++ and nvcc flags).
   sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
   grep -q -- '-std=c++20' "$src/setup.py" || { echo "mmcv setup.py has no -std flag to raise" >&2; exit 1; }
   # setup.py imports pkg_resources (setuptools < 70) and torch, so no build isolation.
-  (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-     "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WHEELS" .)
+  (cd "$src" && env "${build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+     "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$MMCV_WHEELS" .)
   rm -rf "$build"
   "${PIP[@]}" install -q "$SETUPTOOLS"
 else
@@ -61,6 +95,11 @@ else
 fi
 
 CURRENT="install mmcv, mmdet $MMDET_VERSION and mmsegmentation $MMSEG_VERSION"; step "$CURRENT"
+# pip keeps an installed mmcv 2.1.0 when given another wheel of that version (the CUDA build
+# after the CPU one, or the reverse), so one installed from another wheel is replaced.
+if [ "$("${TARGET[@]}" installed-from "$(mmcv_wheel)")" = other ]; then
+  "${PIP[@]}" install -q --force-reinstall --no-deps "$(mmcv_wheel)"
+fi
 "${PIP[@]}" install -q "$(mmcv_wheel)" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 "${PIP[@]}" install -q "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
   'numpy<2.5' ftfy regex
@@ -72,10 +111,22 @@ CURRENT="install convnext_backbone (editable) with its det, seg and dev (test pe
   "torchvision==$TORCHVISION_VERSION" "$SETUPTOOLS"
 
 CURRENT="check the imports"; step "$CURRENT"
-"$VENV/bin/python" - <<'PY'
+MMCV_ARCHS="$MMCV_ARCHS" MMCV_WHEELS="$MMCV_WHEELS" "$VENV/bin/python" - <<'PY'
+import os
 import torch, mmcv, mmdet, mmseg, mmengine, timm, pkg_resources
 from mmcv.ops import RoIAlign  # compiled ops load against this torch
 import convnext_backbone
+if os.environ['MMCV_ARCHS'] != '-':  # a GPU machine: the ops must run on CUDA tensors
+    from mmcv.ops import get_compiling_cuda_version, nms
+    built = get_compiling_cuda_version()  # 'not available' for a CPU build
+    if built.split('.')[:2] != torch.version.cuda.split('.')[:2]:
+        problem = ('were compiled without CUDA' if built == 'not available' else
+                   f'were compiled for CUDA {built}, torch runs CUDA {torch.version.cuda}')
+        raise SystemExit(f'mmcv {mmcv.__version__} ops {problem}, but torch sees a GPU: delete '
+                         f'{os.environ["MMCV_WHEELS"]} and rerun (or set MMCV_CPU_ONLY=1)')
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], device='cuda')
+    nms(boxes, torch.tensor([0.9, 0.8], device='cuda'), 0.5)  # a kernel for this GPU's arch
+    print(f'mmcv CUDA ops: CUDA {built}, run on {torch.cuda.get_device_name()}')
 print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, "
       f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, timm {timm.__version__}")
 PY
