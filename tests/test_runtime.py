@@ -61,3 +61,26 @@ def test_tools_stop_before_building_anything(tmp_path, tool):
     assert 'error: This run uses CUDA (NVIDIA H200), but mmcv 2.1.0 was compiled without it' \
         in run.stderr and 'Traceback' not in run.stderr
     assert not (tmp_path / 'work').exists()
+
+
+@pytest.mark.parametrize('keep', [False, True])
+def test_keep_freed_memory_keeps_a_freed_activation_mapped(keep):
+    """A freed 200 MB tensor leaves the process's resident memory unless the memory is kept
+    (then the next forward reuses mapped pages instead of faulting fresh ones in)."""
+    script = f"""
+import torch
+from convnext_backbone.runtime import keep_freed_memory
+if {keep}:
+    assert keep_freed_memory()
+def rss():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])
+x = torch.ones(50 << 20)  # 200 MB, written
+before = rss()
+del x
+print(before - rss())
+"""
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert run.returncode == 0, run.stderr[-2000:]
+    released_kb = int(run.stdout.split()[-1])
+    assert (released_kb < 10_000) if keep else (released_kb > 150_000), released_kb

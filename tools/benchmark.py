@@ -1,20 +1,39 @@
 """Side-by-side backbone benchmark: this package's ConvNeXt against timm's and mmpretrain's.
 
     python tools/benchmark.py [--archs tiny base] [--sizes 512x512 800x1216] [--batches 1 2]
-        [--modes eval train] [--repeats 5] [--warmup 2] [--memory] [--out benchmarks/]
+        [--modes eval train] [--precisions fp32 bf16 fp16]
+        [--memory-formats contiguous channels_last] [--compile] [--keep-freed-memory]
+        [--repeats 5] [--warmup 2] [--memory] [--out benchmarks/]
 
 Every peer gets the same arch, the same weights (converted between layouts) and the same input;
 the peers run interleaved (one repeat of each in turn), so that a slow-down of the machine hits
 them alike. Timm's features-only model is given the same per-stage LayerNorms as ours, so the
 work is equal. Reported: median and spread (min-max) of the repeats, the ratio to the fastest
-peer, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode) and the fraction of the
-machine's fp32 matrix-product peak, measured at start. On CUDA, bf16/fp16 autocast and
-channels-last cases are added. ``--memory`` measures the activation memory of a train step with
-and without ``with_cp``: the peak, over one step that follows a warm-up step (so gradients and
-lazily created library state already exist), of the bytes live in torch's allocator above the
-level before the step. On CUDA that is ``torch.cuda.max_memory_allocated``; on CPU, where torch
-keeps no such statistic, it is the running sum of the allocation events that torch's profiler
-records. Each case runs in a fresh process.
+peer, the ratio to the matmul floor, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode)
+and the fraction of the machine's matrix-product peak (of the case's dtype), measured at start.
+
+The matmul floor is a row of its own, timed interleaved with the peers: our backbone's
+pointwise-linear matmuls alone (each block's pwconv1/pwconv2 ``addmm`` at its shapes for the
+case's input, and for a train step the two backward products of each), on preallocated tensors.
+They carry nearly all of the FLOPs, so "x matmul floor" says what everything else costs:
+depthwise convolutions, norms, GELU, allocation and passes over memory.
+
+On CUDA the cases are fp32, bf16 and fp16 autocast, each with contiguous and channels-last
+inputs and models (``--precisions`` / ``--memory-formats`` choose; on CPU the default is fp32,
+contiguous). ``--compile`` adds a ``torch.compile``d copy of every peer as a row of its own, with
+its first call's time (compilation, with an empty inductor cache unless $TORCHINDUCTOR_CACHE_DIR
+is set) in "compile s"; in eval cases its outputs are compared with our plain path.
+``--keep-freed-memory`` (CPU, glibc) keeps freed memory mapped (``mallopt``: no mmap for large
+blocks, no trimming), as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` would: otherwise large
+activation buffers may be returned to the OS when freed and page-faulted anew in the next
+forward, depending on the process's history (``convnext_backbone.runtime.keep_freed_memory``).
+
+``--memory`` measures the activation memory of a train step with and without ``with_cp``: the
+peak, over one step that follows a warm-up step (so gradients and lazily created library state
+already exist), of the bytes live in torch's allocator above the level before the step. On CUDA
+that is ``torch.cuda.max_memory_allocated``; on CPU, where torch keeps no such statistic, it is
+the running sum of the allocation events that torch's profiler records. Each case runs in a
+fresh process.
 Needs torch, timm and mmengine; mmpretrain (which needs mmcv) is benchmarked when importable.
 """
 from __future__ import annotations
@@ -25,11 +44,18 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from datetime import date
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
+
+# NOTE: read before torch is imported: torch's inductor writes its default cache folder into
+# this variable when anything asks for it, and --compile measures with an empty one unless the
+# user chose a folder.
+INDUCTOR_CACHE_CHOSEN = 'TORCHINDUCTOR_CACHE_DIR' in os.environ
 
 import timm
 import torch
@@ -37,6 +63,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from convnext_backbone import ConvNeXt
+from convnext_backbone.runtime import keep_freed_memory
 from convnext_backbone.backbone import LN_EPS
 from convnext_backbone.checkpoints.backbone import from_timm
 
@@ -115,6 +142,12 @@ def max_relative_difference(peers: Dict[str, nn.Module], device: str) -> Dict[st
 
 
 # ------------------------------------------------------------------------------------ timing
+FLOOR = 'matmul floor'
+COMPILED = ' (compiled)'  # suffix of a compiled peer's row
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
+
+
 def _sync(device: str) -> None:
     if device == 'cuda':
         torch.cuda.synchronize()
@@ -143,9 +176,13 @@ def count_flops(step: Callable[[], None]) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_gflops(device: str, dtype: torch.dtype = torch.float32, n: Optional[int] = None,
+                       repeats: int = 5) -> float:
+    """The best of ``repeats`` square matrix products of ``dtype``, in GFLOP/s. On CUDA the
+    matrices are larger, so that the product, not the launch, is timed."""
+    n = n or (8192 if device == 'cuda' else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for _ in range(repeats + 1):
         _sync(device)
@@ -156,17 +193,117 @@ def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / min(times[1:]) / 1e9
 
 
-def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
-             amp: Optional[torch.dtype], warmup: int, repeats: int) -> Dict[str, dict]:
-    steps = {}
+class MatmulFloor:
+    """Our backbone's pointwise-linear matmuls at one input, alone: the floor of its time.
+
+    Every block's pwconv1 and pwconv2 is an ``nn.Linear`` over the (N * H_i * W_i, C) pixels
+    of its stage, i.e. ``torch.addmm(bias, x, weight.t())`` with (M, K) x (K, N) shapes; together
+    they carry nearly all of the FLOPs. ``step()`` runs those same calls with the modules' own
+    weights on tensors allocated once (the output of pwconv1 is the input of pwconv2, as in the
+    block), so that it times the products and nothing else. A train step adds each linear's
+    two backward products: grad input (M, N) x (N, K) and grad weight (N, M) x (M, K).
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, mode: str,
+                 dtype: Optional[torch.dtype]) -> None:
+        dtype = dtype or torch.float32
+        self.device = x.device.type
+        buffers: Dict[Tuple[int, ...], torch.Tensor] = {}
+
+        def buffer(*shape: int) -> torch.Tensor:  # one tensor per shape, as pixels flow on
+            if shape not in buffers:
+                buffers[shape] = torch.randn(*shape, device=x.device, dtype=dtype)
+            return buffers[shape]
+
+        self.calls: List[Callable[[], torch.Tensor]] = []
+        self.flops = 0
+        for rows, linear in linear_inputs(model, x):
+            k, n = linear.in_features, linear.out_features
+            weight = linear.weight.detach().to(dtype)
+            bias = linear.bias.detach().to(dtype)
+            inputs, outputs = buffer(rows, k), buffer(rows, n)
+            self.calls.append(
+                lambda b=bias, a=inputs, w=weight, o=outputs: torch.addmm(b, a, w.t(), out=o))
+            if mode == 'train':
+                grad_weight = buffer(n, k)
+                self.calls += [
+                    lambda g=outputs, w=weight, o=inputs: torch.mm(g, w, out=o),
+                    lambda g=outputs, a=inputs, o=grad_weight: torch.mm(g.t(), a, out=o)]
+            self.flops += 2 * rows * k * n * (3 if mode == 'train' else 1)
+
+    def step(self) -> None:
+        for call in self.calls:
+            call()
+        _sync(self.device)
+
+
+def linear_inputs(model: nn.Module, x: torch.Tensor) -> List[Tuple[int, nn.Linear]]:
+    """(rows of its input, module) for every ``nn.Linear`` call of one eval forward at ``x``,
+    in call order."""
+    calls: List[Tuple[int, nn.Linear]] = []
+    hooks = [module.register_forward_hook(
+        lambda module, args, out: calls.append((args[0].shape[:-1].numel(), module)))
+        for module in model.modules() if isinstance(module, nn.Linear)]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+def first_call(model: nn.Module, x: torch.Tensor, mode: str, amp: Optional[torch.dtype]
+               ) -> Tuple[float, Optional[Tuple[torch.Tensor, ...]]]:
+    """Seconds of a compiled model's first step (its compilation), and its eval outputs."""
+    start = time.perf_counter()
+    outs = None
+    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        if mode == 'eval':
+            with torch.no_grad():
+                outs = model(x)
+        else:
+            sum(o.float().mean() for o in model(x)).backward()
+    _sync(x.device.type)
+    return time.perf_counter() - start, outs
+
+
+def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, mode: str,
+             amp: Optional[torch.dtype], warmup: int, repeats: int,
+             compile_peers: bool = False) -> Dict[str, dict]:
+    """Time the peers (and their compiled copies) and the matmul floor, interleaved."""
+    steps: Dict[str, Callable[[], None]] = {}
+    rows: Dict[str, dict] = {}
     for name, model in peers.items():
         model.train(mode == 'train')
         steps[name] = make_step(model, x, mode, amp)
+        rows[name] = dict(kind='eager')
     # The same work for every peer: FLOPs of our plain (autograd) forward, times 3 for a train
     # step (forward + two matmuls per matmul in backward), the usual convention.
-    ours = peers['convnext_backbone']
-    with torch.enable_grad():
+    ours.train(mode == 'train')
+    with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         flops = count_flops(lambda: ours(x)) * (3 if mode == 'train' else 1)
+    if compile_peers:
+        torch._dynamo.reset()  # each case compiles afresh: its own shapes, mode and dtype
+        if mode == 'eval':
+            with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+                reference = ours(x)  # grad enabled: our plain path
+        for name, model in peers.items():
+            compiled = torch.compile(model)
+            seconds, outs = first_call(compiled, x, mode, amp)
+            rows[name + COMPILED] = dict(kind='compiled', compile_s=seconds)
+            if outs is not None:
+                rows[name + COMPILED]['max_relative_difference'] = max(
+                    float((a.float() - b.float()).abs().max() / b.float().abs().max())
+                    for a, b in zip(outs, reference))
+            steps[name + COMPILED] = make_step(compiled, x, mode, amp)
+        reference = outs = None
+    floor = MatmulFloor(ours, x, mode, amp)
+    steps[FLOOR] = floor.step
+    rows[FLOOR] = dict(kind='floor')
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -178,8 +315,10 @@ def run_case(peers: Dict[str, nn.Module], x: torch.Tensor, mode: str,
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    return {name: dict(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
-                       gflop=flops / 1e9) for name, t in times.items()}
+    for name, t in times.items():
+        rows[name].update(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
+                          gflop=(floor.flops if name == FLOOR else flops) / 1e9)
+    return rows
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -237,28 +376,50 @@ def measure_memory(arch, version, peer, with_cp, size, batch, device) -> int:
 
 
 # ------------------------------------------------------------------------------------ report
+def _ratio_to_fastest_peer(name: str, peers: Dict[str, dict]) -> str:
+    """This row's time over the fastest other peer's of the same kind (eager or compiled)."""
+    kind = peers[name]['kind']
+    if kind == 'floor':
+        return '-'
+    others = [r['median_s'] for k, r in peers.items()
+              if r['kind'] == kind and not k.startswith('convnext_backbone')]
+    return f"{peers[name]['median_s'] / min(others):.2f}" if others else '-'
+
+
 def to_markdown(results: dict) -> str:
     meta = results['machine']
+    peaks = meta.get('matmul_peak_gflops_by_dtype', {'fp32': meta['matmul_peak_gflops']})
     lines = [f"Machine: {meta['device']}; torch {meta['torch']}, timm {meta['timm']}; "
-             f"{meta['date']}. fp32 matmul peak: {meta['matmul_peak_gflops']:.0f} GFLOP/s.", '',
+             f"{meta['date']}. Matmul peak: "
+             + ', '.join(f'{dtype} {peak:.0f}' for dtype, peak in peaks.items()) + ' GFLOP/s.'
+             + (f" Allocator: {meta['allocator']}." if meta.get('allocator') else '')
+             + (f" Inductor cache: {meta['inductor_cache']}." if meta.get('inductor_cache')
+                else ''), '',
              '| arch | mode | input | batch | precision | peer | median s | min-max s | '
-             'ratio to fastest peer | GFLOP/s | % of peak |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             'ratio to fastest peer | x matmul floor | GFLOP/s | % of peak | compile s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for case in results['cases']:
         peers = case['peers']
-        others = [v['median_s'] for k, v in peers.items() if k != 'convnext_backbone']
-        fastest_peer = min(others) if others else None
+        floor = peers.get(FLOOR, {}).get('median_s')
+        peak = peaks.get(case['precision'].split()[0], peaks['fp32'])
         for name, r in peers.items():
-            ratio = f"{r['median_s'] / fastest_peer:.2f}" if fastest_peer else '-'
             gflops = r['gflop'] / r['median_s']
             lines.append(
                 f"| {case['arch']} | {case['mode']} | {case['size']} | {case['batch']} | "
                 f"{case['precision']} | {name} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
-                f"{r['max_s']:.3f} | {ratio} | {gflops:.0f} | "
-                f"{100 * gflops / meta['matmul_peak_gflops']:.0f} |")
+                f"{r['max_s']:.3f} | {_ratio_to_fastest_peer(name, peers)} | "
+                f"{r['median_s'] / floor:.2f} | {gflops:.0f} | {100 * gflops / peak:.0f} | "
+                + (f"{r['compile_s']:.1f} |" if 'compile_s' in r else '- |'))
     for arch, diffs in results.get('max_relative_difference', {}).items():
         lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
                      'difference: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
+    compiled = [(case, name, r['max_relative_difference']) for case in results['cases']
+                for name, r in case['peers'].items() if 'max_relative_difference' in r]
+    if compiled:
+        lines.append('\nCompiled eval outputs vs. our plain (autograd) path at the case\'s input, '
+                     'max relative difference: ' + ', '.join(
+                         f"{case['arch']} {case['size']} {case['precision']} {name} {d:.1e}"
+                         for case, name, d in compiled))
     if results.get('memory'):
         lines += ['', '| arch | input | batch | peer | train-step activations, peak MB | '
                   'with_cp MB | ratio |',
@@ -279,56 +440,97 @@ def parse_args(argv=None):
     parser.add_argument('--modes', nargs='+', default=['eval', 'train'],
                         choices=('eval', 'train'))
     parser.add_argument('--peers', nargs='+', help='subset of peers (default: all available)')
+    parser.add_argument('--precisions', nargs='+', choices=tuple(PRECISIONS),
+                        help='fp32 and/or bf16/fp16 autocast (default: fp32 on CPU, all three '
+                        'on CUDA)')
+    parser.add_argument('--memory-formats', nargs='+', choices=tuple(MEMORY_FORMATS),
+                        help='layout of the input and the models (default: contiguous on CPU, '
+                        'both on CUDA)')
+    parser.add_argument('--compile', action='store_true',
+                        help='add a torch.compile copy of every peer, with its compile time')
+    parser.add_argument('--keep-freed-memory', action='store_true',
+                        help='CPU, glibc: keep freed memory mapped instead of returning it to '
+                        'the OS (no page faults on the next forward)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--memory', action='store_true',
-                        help='also measure the peak activation memory of a train step with and without '
-                        'with_cp, '
-                        'at the last of --sizes')
+                        help='also measure the peak activation memory of a train step with and '
+                        'without with_cp, at the last of --sizes')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default='benchmarks', help='folder for results.json/.md')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    on_cuda = args.device == 'cuda'
+    args.precisions = args.precisions or (['fp32', 'bf16', 'fp16'] if on_cuda else ['fp32'])
+    args.memory_formats = args.memory_formats or (
+        ['contiguous', 'channels_last'] if on_cuda else ['contiguous'])
+    if args.peers:
+        unknown = set(args.peers) - {'convnext_backbone', 'timm', 'mmpretrain'}
+        if unknown:
+            parser.error(f'unknown --peers {sorted(unknown)}; expected some of '
+                         'convnext_backbone, timm, mmpretrain')
+    return args
+
+
+def precision_name(precision: str, memory_format: str) -> str:
+    """'fp32', 'bf16 autocast', 'fp16 autocast + channels_last', ..."""
+    name = precision if PRECISIONS[precision] is None else f'{precision} autocast'
+    return name if memory_format == 'contiguous' else f'{name} + {memory_format}'
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = args.device
+    allocator = None
+    if args.keep_freed_memory and not keep_freed_memory():
+        raise SystemExit('--keep-freed-memory needs glibc (mallopt); this C library has none')
+    if args.keep_freed_memory:
+        allocator = 'freed memory kept mapped (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)'
+    fresh_cache = None
+    if args.compile and not INDUCTOR_CACHE_CHOSEN:
+        # An empty cache: "compile s" is what the first run on a machine pays.
+        fresh_cache = tempfile.mkdtemp(prefix='benchmark_inductor_')
+        os.environ['TORCHINDUCTOR_CACHE_DIR'] = fresh_cache
     name = torch.cuda.get_device_name() if device == 'cuda' else (
         f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads')
+    peaks = {p: matmul_peak_gflops(device, PRECISIONS[p] or torch.float32)
+             for p in ['fp32'] + [p for p in args.precisions if p != 'fp32']}
     results = dict(machine=dict(device=name, torch=torch.__version__, timm=timm.__version__,
-                                date=str(date.today()),
-                                matmul_peak_gflops=matmul_peak_gflops(device)),
+                                date=str(date.today()), matmul_peak_gflops=peaks['fp32'],
+                                matmul_peak_gflops_by_dtype=peaks, allocator=allocator,
+                                inductor_cache=None if not args.compile else
+                                'empty at start' if fresh_cache else
+                                os.environ['TORCHINDUCTOR_CACHE_DIR']),
                    cases=[], memory=[])
-    precisions = [('fp32', None, False)]
-    if device == 'cuda':
-        precisions += [('bf16 autocast', torch.bfloat16, False),
-                       ('fp16 autocast', torch.float16, False),
-                       ('bf16 autocast + channels_last', torch.bfloat16, True)]
     for arch in args.archs:
         peers = build_peers(arch, args.version)
+        ours = peers['convnext_backbone']  # the reference, timed or not (FLOPs, floor)
         if args.peers:
             peers = {k: v for k, v in peers.items() if k in args.peers}
+        ours.to(device)
         for model in peers.values():
             model.to(device)
-        diffs = max_relative_difference(peers, device)
+        diffs = max_relative_difference(dict(peers, convnext_backbone=ours), device)
         results.setdefault('max_relative_difference', {})[arch] = diffs
         print(f'{arch}: max relative output difference to our plain path: {diffs}', flush=True)
         for size_text in args.sizes:
             size = tuple(int(v) for v in size_text.split('x'))
             for batch in args.batches:
                 for mode in args.modes:
-                    for precision, amp, channels_last in precisions:
-                        x = torch.randn(batch, 3, *size, device=device)
-                        if channels_last:
-                            x = x.contiguous(memory_format=torch.channels_last)
-                            for model in peers.values():
-                                model.to(memory_format=torch.channels_last)
-                        case = dict(arch=arch, mode=mode, size=size_text, batch=batch,
-                                    precision=precision,
-                                    peers=run_case(peers, x, mode, amp, args.warmup,
-                                                   args.repeats))
-                        results['cases'].append(case)
-                        print(json.dumps(case), flush=True)
+                    for precision in args.precisions:
+                        for memory_format in args.memory_formats:
+                            # Input and every model in the case's layout (and back again).
+                            layout = MEMORY_FORMATS[memory_format]
+                            x = torch.randn(batch, 3, *size, device=device).contiguous(
+                                memory_format=layout)
+                            for model in {ours, *peers.values()}:
+                                model.to(memory_format=layout)
+                            case = dict(arch=arch, mode=mode, size=size_text, batch=batch,
+                                        precision=precision_name(precision, memory_format),
+                                        peers=run_case(peers, ours, x, mode,
+                                                       PRECISIONS[precision], args.warmup,
+                                                       args.repeats, args.compile))
+                            results['cases'].append(case)
+                            print(json.dumps(case), flush=True)
         if args.memory:  # at the largest size only: each case is a fresh process
             for size_text in args.sizes[-1:]:
                 size = tuple(int(v) for v in size_text.split('x'))
@@ -347,6 +549,8 @@ def main(argv=None) -> dict:
         json.dump(results, f, indent=1)
     with open(os.path.join(args.out, 'results.md'), 'w') as f:
         f.write(markdown)
+    if fresh_cache:
+        shutil.rmtree(fresh_cache, ignore_errors=True)
     return results
 
 
