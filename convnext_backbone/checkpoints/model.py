@@ -37,8 +37,8 @@ from .backbone import arch_of, convert_state_dict, detect_layout, extract_state_
 from .reading import CheckpointError, read_checkpoint
 
 __all__ = ['ModelCheckpoint', 'ModelLoadReport', 'PURPOSES', 'read_model_checkpoint',
-           'convert_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint', 'dataset_meta_of',
-           'resolve_dataset_meta', 'bare_model']
+           'convert_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint',
+           'dataset_meta_of', 'resolve_dataset_meta', 'bare_model']
 
 StateDict = Dict[str, torch.Tensor]
 PURPOSES = ('eval', 'finetune', 'resume')
