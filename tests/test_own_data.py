@@ -122,6 +122,9 @@ def test_layout_errors(tmp_path, data):
     with pytest.raises(DataError, match=r'The val annotations .* list other categories than the '
                        r'training ones .*, or in another order'):
         find_layout(root, 'mmdet')
+    with pytest.raises(DataError, match='no JSON files.*It looks like a segmentation dataset, '
+                       'which a detection config cannot use'):
+        find_layout(data['masks'], 'mmdet')
     with pytest.raises(DataError, match='--data .*nowhere: no such folder'):
         find_layout(str(tmp_path / 'nowhere'), 'mmdet')
 

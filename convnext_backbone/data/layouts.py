@@ -117,11 +117,15 @@ def _find_coco(root: str, overrides: Dict[str, Tuple[str, str]]) -> DataLayout:
         splits[split] = Split(ann_file=ann_file, img_dir=img_dir or _find_image_dir(
             root, ann_file, names, data['images']))
     if 'train' not in splits:
+        segmentation = osp.isfile(osp.join(root, CLASSES_FILE)) or osp.isdir(osp.join(root,
+                                                                                     ADE_FOLDER))
         raise DataError(
             f'No COCO-format training annotations in {root}: expected a JSON named like '
             f'annotations/instances_train2017.json, annotations/train.json or train.json (found: '
             f'{", ".join(jsons) or "no JSON files"}); name it with --data-split '
-            'train=ANNOTATIONS.json[:IMAGE_FOLDER]')
+            'train=ANNOTATIONS.json[:IMAGE_FOLDER]' +
+            ('. It looks like a segmentation dataset, which a detection config cannot use'
+             if segmentation else ''))
     if 'val' not in splits:
         raise DataError(f'No COCO-format validation annotations in {root} (found: '
                         f'{", ".join(jsons)}); name them with --data-split val=ANNOTATIONS.json')
