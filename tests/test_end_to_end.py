@@ -1,6 +1,5 @@
 """End to end through the command-line tools, on generated data: the demos learn, distributed
 training keeps ranks identical, resume continues the schedule, non-finite losses stop."""
-import json
 import os
 import os.path as osp
 import re

@@ -288,7 +288,7 @@ def test_another_number_of_classes_is_refused_for_eval_and_reinitialised_for_fin
             assert torch.equal(value, loaded[key]), key
 
 
-def test_segmentation_classes_cascade_and_aux_heads(tmp_path):
+def test_segmentation_classes_of_decode_and_aux_heads(tmp_path):
     ade = build(ADE_DEMO, decode_head=dict(num_classes=19), auxiliary_head=dict(num_classes=19))
     path = save(tmp_path, ade.state_dict())
     _refused(build(ADE_DEMO), path, 'eval', 'the checkpoint predicts 19 classes '

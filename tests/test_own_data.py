@@ -139,8 +139,8 @@ def test_every_config_fits_own_data(path, data):
     heads = list(class_heads(cfg.model))
     expected = {'mmdet': 4 if 'cascade' in path else 2, 'mmseg': 2}[cfg.default_scope]
     assert len(heads) == expected  # Cascade: three box heads and the mask head
-    assert all(head['num_classes'] == 3 if cfg.default_scope == 'mmdet' else 5
-               for _, head in heads)
+    assert all(head['num_classes'] == len(layout.classes) for _, head in heads)
+    assert len(layout.classes) == (3 if cfg.default_scope == 'mmdet' else 5)
     for phase in ('train', 'val', 'test'):
         dataset = cfg[f'{phase}_dataloader'].dataset
         assert dataset.data_root == own and tuple(dataset.metainfo.classes) == layout.classes

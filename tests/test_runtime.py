@@ -51,7 +51,7 @@ def test_tools_stop_before_building_anything(tmp_path, tool):
     """The whole tool on a simulated GPU machine: exit 1 with the fix, no work dir made."""
     simulate = ('import sys, runpy, torch; torch.cuda.is_available = lambda: True; '
                 'torch.cuda.get_device_name = lambda *a: "NVIDIA H200"; '
-                f'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
+                'sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")')
     args = [osp.join(ROOT, 'tools', tool), DETECTOR, '--work-dir', str(tmp_path / 'work')]
     if tool == 'test.py':
         args.insert(2, str(tmp_path / 'any.pth'))

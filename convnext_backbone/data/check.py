@@ -15,14 +15,14 @@ import os
 import os.path as osp
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 from .fit import class_heads, innermost_dataset
-from .layouts import DataError
+from .layouts import DataError, quote_names
 
 __all__ = ['DataReport', 'check_dataset', 'config_classes']
 
@@ -64,12 +64,6 @@ class DataReport:
     def __str__(self) -> str:
         """The table and the warnings (errors are raised, see ``check_dataset``)."""
         return '\n'.join([self.table()] + [f'warning: {w}' for w in self.warnings])
-
-
-def _names(names: Iterable, limit: int = 8) -> str:
-    names = list(names)
-    shown = ', '.join(repr(n) for n in names[:limit])
-    return f'({shown}' + (f', ... {len(names)} in all)' if len(names) > limit else ')')
 
 
 def config_classes(dataset: dict) -> tuple:
@@ -164,14 +158,14 @@ def _check_coco(phase: str, dataset: dict, classes: tuple, report: DataReport) -
     taken = {cid: classes.index(name) for cid, name in categories.items() if name in classes}
     if not taken:
         report.errors.append(
-            f"{where}: the config's classes {_names(classes)} match none of the dataset's "
-            f'categories {_names(categories.values())}, so it would train on nothing. '
+            f"{where}: the config's classes ({quote_names(classes)}) match none of the dataset's "
+            f'categories ({quote_names(categories.values())}), so it would train on nothing. '
             'Set the classes from the data with --data DIR (or metainfo.classes and every '
             "head's num_classes).")
     else:
         unmatched = [c for c in classes if c not in categories.values()]
         if unmatched:
-            report.warnings.append(f"{where}: the config's classes {_names(unmatched)} are "
+            report.warnings.append(f"{where}: the config's classes ({quote_names(unmatched)}) are "
                                    'not among its categories')
     # Annotations: their images and categories must exist; boxes and polygons must not be
     # degenerate (mmdet drops those).
@@ -331,6 +325,6 @@ def _check_heads(cfg: Config, report: DataReport) -> None:
     if wrong:
         report.errors.append(
             f"the config's heads predict other numbers of classes than its dataset has "
-            f'({len(report.classes)}: {_names(report.classes)}): ' +
+            f'({len(report.classes)}: ({quote_names(report.classes)})): ' +
             ', '.join(f'model.{p}.num_classes={n}' for p, n in wrong) +
             '. --data DIR sets them all from the data.')

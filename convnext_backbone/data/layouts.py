@@ -17,10 +17,10 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ['Split', 'DataLayout', 'DataError', 'find_layout', 'parse_split_overrides',
-           'CLASSES_FILE']
+           'quote_names', 'CLASSES_FILE']
 
 CLASSES_FILE = 'classes.txt'
 # Split names, and the folder / file name parts each is known by.
@@ -57,12 +57,14 @@ class DataLayout:
         splits = ', '.join(f'{name}: {s.ann_file or s.img_dir}' for name, s in
                            self.splits.items())
         return (f'{self.kind} dataset in {self.root} ({splits}); {len(self.classes)} classes: '
-                f'{_names(self.classes)}')
+                f'{quote_names(self.classes)}')
 
 
-def _names(names: Sequence[str], limit: int = 8) -> str:
-    shown = ', '.join(repr(n) for n in list(names)[:limit])
-    return shown + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+def quote_names(names: Iterable[str], limit: int = 8) -> str:
+    """``'a', 'b', ... 80 in all``: class names for messages."""
+    names = list(names)
+    shown = ', '.join(repr(n) for n in names[:limit])
+    return shown + (f', ... {len(names)} in all' if len(names) > limit else '')
 
 
 def parse_split_overrides(items: Optional[Sequence[str]]) -> Dict[str, Tuple[str, str]]:
@@ -197,14 +199,14 @@ def _coco_classes(root: str, splits: Dict[str, Split]) -> Tuple[Tuple[str, ...],
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise DataError(f'{osp.join(root, splits["train"].ann_file)} names several categories '
-                        f'{_names(duplicated)}; mmdet tells classes apart by name')
+                        f'{quote_names(duplicated)}; mmdet tells classes apart by name')
     for name, categories in found.items():
         if categories and categories != train:
             raise DataError(
                 f'The {name} annotations ({splits[name].ann_file}) list other categories than '
                 f'the training ones ({splits["train"].ann_file}), or in another order: '
-                f'{_names([n for _, n in categories])} vs {_names(names)}. Labels follow the '
-                'order of the file: make the lists the same.')
+                f'{quote_names([n for _, n in categories])} vs {quote_names(names)}. Labels '
+                'follow the order of the file: make the lists the same.')
     return tuple(names), tuple(i for i, _ in train)
 
 
