@@ -24,7 +24,7 @@ from mmengine.registry import MODELS
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 
 from .archs import ARCH_SETTINGS, PUBLISHED_ARCHS
-from .checkpoints.backbone import load_pretrained
+from .checkpoints.imagenet import load_pretrained
 
 __all__ = ['ConvNeXt', 'ConvNeXtBlock', 'GRN']
 
@@ -162,7 +162,8 @@ class ConvNeXt(BaseModule):
             contiguous NCHW tensors.
         init_cfg (dict | list[dict], optional): mmengine initialization config;
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)`` loads ImageNet or
-            detector/segmentor weights of any supported layout (see ``convnext_backbone.weights``).
+            detector/segmentor weights of any supported layout (see
+            ``convnext_backbone.checkpoints.imagenet``).
     """
 
     def __init__(self,
@@ -319,7 +320,7 @@ class ConvNeXt(BaseModule):
 
     # ----------------------------------------------------------------------------- weights
     def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` exactly (see ``weights.py``);
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` exactly (``checkpoints.imagenet``);
         any other init_cfg goes to mmengine."""
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':

@@ -7,9 +7,9 @@ import timm
 import torch
 
 from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
-from convnext_backbone.checkpoints.backbone import from_timm
+from convnext_backbone.checkpoints.imagenet import from_timm
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 ALL_ARCHS = [(v, a) for v, archs in PUBLISHED_ARCHS.items() for a in archs]
 

@@ -11,9 +11,10 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from convnext_backbone import ConvNeXt
-from convnext_backbone.demo_data import SHAPES, make_ade_shapes, make_coco_shapes
+from convnext_backbone.data.demo import SHAPES, make_ade_shapes, make_coco_shapes
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import ROOT
+
 CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '*.py')))
 DEMOS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
 # The official release of each paper config's ImageNet checkpoint (README, "ImageNet weights").

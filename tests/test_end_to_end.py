@@ -1,6 +1,5 @@
 """End to end through the command-line tools, on generated data: the demos learn, distributed
 training keeps ranks identical, resume continues the schedule, non-finite losses stop."""
-import os
 import os.path as osp
 import re
 import subprocess
@@ -10,33 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from convnext_backbone.demo_data import make_ade_shapes, make_coco_shapes
+from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes
 from convnext_backbone.checkpoints import allow_mmengine_checkpoints
-from convnext_backbone.runtime import NonFiniteLossHook
+from convnext_backbone.engine import NonFiniteLossHook
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-COCO_DEMO = osp.join(ROOT, 'configs/demo/mask_rcnn_convnext_shapes_demo.py')
-ADE_DEMO = osp.join(ROOT, 'configs/demo/upernet_convnext_shapes_demo.py')
+from .helpers import (ADE_DEMO, COCO_DEMO, MMPRETRAIN_BACKBONE, ROOT, build, hf_upernet, run_tool,
+                      save, tool_output)
 
-
-def _tool(cwd, *args, module=None):
-    """Run a command-line tool in ``cwd`` (a scratch folder, so that nothing resolves against
-    the checkout's own data/ or work_dirs/ by accident)."""
-    args = [osp.join(ROOT, a) if str(a).startswith('tools/') else str(a) for a in args]
-    cmd = [sys.executable, '-m', module, *args] if module else [sys.executable, *args]
-    run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    return run.stdout + run.stderr
-
-
-def _failing_tool(cwd, *args):
-    """Run a tool that must stop with exit status 1 and a message (no traceback)."""
-    args = [osp.join(ROOT, a) if str(a).startswith('tools/') else str(a) for a in args]
-    run = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
-    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-3000:]
-    return run
 
 
 def _config(tmp_path, base, body):
@@ -77,14 +56,14 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=6, by_epoch=True, milestones=[5], gamma=0.1)]
 """)
     work = tmp_path / 'work'
-    _tool(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work))
+    tool_output(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work))
     ckpt = str(work / 'epoch_6.pth')
-    out = _tool(tmp_path, 'tools/test.py', cfg, ckpt, '--work-dir', str(work / 'test'))
+    out = tool_output(tmp_path, 'tools/test.py', cfg, ckpt, '--work-dir', str(work / 'test'))
     metrics = _metrics(out, 'coco/')
     print('coco demo test:', metrics)  # shown with -s, to see the margin
     assert metrics['bbox_mAP_50'] >= 0.5 and metrics['segm_mAP_50'] >= 0.5, metrics
-    out = _tool(tmp_path, 'tools/infer.py', cfg, ckpt, str(data / 'val2017' / '000001.jpg'),
-                '--out-dir', str(tmp_path / 'vis'))
+    out = tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(data / 'val2017' / '000001.jpg'),
+                      '--out-dir', str(tmp_path / 'vis'))
     picture = Image.open(tmp_path / 'vis' / '000001_pred.png')
     assert picture.size == (192, 192)
 
@@ -104,8 +83,8 @@ param_scheduler = [dict(type='MultiStepLR', begin=0, end=2, by_epoch=True, miles
                         gamma=0.1)]
 """)
     work = tmp_path / 'work'
-    _tool(tmp_path, '--nproc_per_node=2', '--master_port=29533', 'tools/train.py', cfg,
-          '--launcher', 'pytorch', '--work-dir', str(work), module='torch.distributed.run')
+    tool_output(tmp_path, '--nproc_per_node=2', '--master_port=29533', 'tools/train.py', cfg,
+                '--launcher', 'pytorch', '--work-dir', str(work), module='torch.distributed.run')
     rank0 = torch.load(work / 'weights_rank0.pth')
     rank1 = torch.load(work / 'weights_rank1.pth')
     assert rank0.keys() == rank1.keys()
@@ -117,8 +96,8 @@ param_scheduler = [dict(type='MultiStepLR', begin=0, end=2, by_epoch=True, miles
         assert torch.equal(first['state_dict'][key], rank0[key]), key
 
     # Interrupted after epoch 1; resume to epoch 2 on one process.
-    out = _tool(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work), '--resume',
-                '--cfg-options', 'train_cfg.max_epochs=2')
+    out = tool_output(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work), '--resume',
+                      '--cfg-options', 'train_cfg.max_epochs=2')
     second = torch.load(work / 'epoch_2.pth')
     # 16 images, batch 2: 4 iterations per epoch on 2 processes, then 8 on one.
     assert first['meta']['epoch'] == 1 and first['meta']['iter'] == 16 // (2 * 2)
@@ -159,14 +138,17 @@ param_scheduler = [
 default_hooks = dict(checkpoint=dict(interval=max_iters))
 """)
     work = tmp_path / 'work'
-    _tool(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work))
+    tool_output(tmp_path, 'tools/train.py', cfg, '--work-dir', str(work))
     ckpt = str(work / 'iter_300.pth')
-    single = _metrics(_tool(tmp_path, 'tools/test.py', cfg, ckpt, '--work-dir', work / 't1'))
-    tta = _metrics(_tool(tmp_path, 'tools/test.py', cfg, ckpt, '--tta', '--work-dir', work / 't2'))
+    single = _metrics(tool_output(tmp_path, 'tools/test.py', cfg, ckpt, '--work-dir',
+                                  work / 't1'))
+    tta = _metrics(tool_output(tmp_path, 'tools/test.py', cfg, ckpt, '--tta', '--work-dir',
+                               work / 't2'))
     print('ade demo test:', single, tta)  # shown with -s, to see the margin
     assert single['mIoU'] >= 50 and tta['mIoU'] >= 50, (single, tta)
     image = data_root / 'images' / 'validation' / 'ADE_valid_00000000.jpg'
-    _tool(tmp_path, 'tools/infer.py', cfg, ckpt, str(image), '--out-dir', str(tmp_path / 'vis'))
+    tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(image), '--out-dir',
+                str(tmp_path / 'vis'))
     assert Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png').size == (128, 128)
 
 
@@ -202,7 +184,6 @@ def test_tools_on_published_checkpoints(tmp_path):
     and a Hugging Face UperNet folder (random weights, made with the source frameworks);
     a misfit exits 1 having evaluated nothing; upstream tools read this package's Runner
     checkpoints under torch >= 2.6."""
-    from .test_model_checkpoints import MMPRETRAIN_BACKBONE, build, hf_upernet, save
     make_coco_shapes(str(tmp_path / 'coco'), num_train=8, num_val=4, size=128, seed=4)
     make_ade_shapes(str(tmp_path / 'ade'), num_train=4, num_val=2, size=128, seed=4)
     det_cfg = _coco_config(tmp_path, tmp_path / 'coco')
@@ -223,48 +204,48 @@ test_dataloader = val_dataloader
     image = tmp_path / 'coco' / 'val2017' / '000001.jpg'
     seg_image = tmp_path / 'ade/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg'
 
-    out = _tool(tmp_path, 'tools/test.py', det_cfg, zoo, '--work-dir', tmp_path / 'w1')
+    out = tool_output(tmp_path, 'tools/test.py', det_cfg, zoo, '--work-dir', tmp_path / 'w1')
     assert 'model zoo (mmpretrain ConvNeXt backbone)): 174 tensors loaded' in out
     assert 'bbox_mAP_50' in _metrics(out, 'coco/')
-    _tool(tmp_path, 'tools/infer.py', det_cfg, zoo, image, '--out-dir', tmp_path / 'vis')
+    tool_output(tmp_path, 'tools/infer.py', det_cfg, zoo, image, '--out-dir', tmp_path / 'vis')
     assert Image.open(tmp_path / 'vis' / '000001_pred.png').size == (128, 128)
-    out = _tool(tmp_path, 'tools/test.py', seg_cfg, tmp_path / 'hf', '--work-dir',
-                tmp_path / 'w2')
+    out = tool_output(tmp_path, 'tools/test.py', seg_cfg, tmp_path / 'hf', '--work-dir',
+                      tmp_path / 'w2')
     assert 'Loaded' in out and 'Hugging Face UperNetForSemanticSegmentation' in out
     assert 'mIoU' in _metrics(out)
-    _tool(tmp_path, 'tools/infer.py', seg_cfg, tmp_path / 'hf', seg_image, '--out-dir',
-          tmp_path / 'vis')
+    tool_output(tmp_path, 'tools/infer.py', seg_cfg, tmp_path / 'hf', seg_image, '--out-dir',
+                tmp_path / 'vis')
     assert Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png').size == (128, 128)
 
-    misfit = _failing_tool(tmp_path, 'tools/test.py', det_cfg, zoo80, '--work-dir',
-                           tmp_path / 'w3')
+    misfit = run_tool(tmp_path, 'tools/test.py', det_cfg, zoo80, '--work-dir',
+                      tmp_path / 'w3', returncode=1)
     assert 'error: Cannot evaluate' in misfit.stderr and 'the checkpoint predicts 80 classes ' \
         '(roi_head.bbox_head.fc_cls, roi_head.bbox_head.fc_reg, roi_head.mask_head.' \
         'conv_logits), the config 3' in misfit.stderr
     assert 'Epoch(test)' not in misfit.stdout + misfit.stderr
 
-    refused = _failing_tool(tmp_path, 'tools/train.py', det_cfg, '--resume', zoo, '--work-dir',
-                            tmp_path / 'w3')
+    refused = run_tool(tmp_path, 'tools/train.py', det_cfg, '--resume', zoo, '--work-dir',
+                       tmp_path / 'w3', returncode=1)
     assert 'is not a training checkpoint of this package' in refused.stderr
 
     # Fine-tune the 80-class zoo model onto the 3 shapes: class layers re-initialised.
-    out = _tool(tmp_path, 'tools/train.py', det_cfg, '--load-from', zoo80, '--work-dir',
-                tmp_path / 'w4', '--cfg-options', 'train_cfg.max_epochs=1')
+    out = tool_output(tmp_path, 'tools/train.py', det_cfg, '--load-from', zoo80, '--work-dir',
+                      tmp_path / 'w4', '--cfg-options', 'train_cfg.max_epochs=1')
     assert 're-initialised (other number of classes): roi_head.bbox_head.fc_cls, ' \
            'roi_head.bbox_head.fc_reg, roi_head.mask_head.conv_logits' in out
     assert "the checkpoint's classes ('c0', 'c1'" in out
     # Upstream mmdet tools/test.py (what `mim test` runs) on this Runner checkpoint.
     import mmdet
     upstream = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
-    out = _tool(tmp_path, upstream, det_cfg, tmp_path / 'w4' / 'epoch_1.pth', '--work-dir',
-                tmp_path / 'w5')
+    out = tool_output(tmp_path, upstream, det_cfg, tmp_path / 'w4' / 'epoch_1.pth', '--work-dir',
+                      tmp_path / 'w5')
     assert 'bbox_mAP_50' in _metrics(out, 'coco/')
     # And upstream mmseg tools/test.py on a segmentor's Runner checkpoint.
-    _tool(tmp_path, 'tools/train.py', seg_cfg, '--work-dir', tmp_path / 'w6', '--cfg-options',
-          'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-          'default_hooks.checkpoint.interval=2')
+    tool_output(tmp_path, 'tools/train.py', seg_cfg, '--work-dir', tmp_path / 'w6', '--cfg-options',
+                'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                'default_hooks.checkpoint.interval=2')
     import mmseg
     upstream = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
-    out = _tool(tmp_path, upstream, seg_cfg, tmp_path / 'w6' / 'iter_2.pth', '--work-dir',
-                tmp_path / 'w7')
+    out = tool_output(tmp_path, upstream, seg_cfg, tmp_path / 'w6' / 'iter_2.pth', '--work-dir',
+                      tmp_path / 'w7')
     assert 'mIoU' in _metrics(out)

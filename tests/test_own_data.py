@@ -6,8 +6,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,9 +15,10 @@ from PIL import Image
 
 from convnext_backbone.data import (DataError, check_dataset, class_heads, find_layout,
                                     fit_config_to_data, parse_split_overrides)
-from convnext_backbone.demo_data import make_ade_shapes, make_coco_shapes, make_mask_shapes
+from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes, make_mask_shapes
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import COCO_DEMO, ROOT, build, save, tool_output
+
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')) +
                  glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
 # Category ids that are neither contiguous nor start at 1, listed in id order.
@@ -290,14 +289,6 @@ def test_missing_folder_names_the_path(tmp_path):
 
 
 # ------------------------------------------------------------------------- end to end
-def _run(*args, cwd):
-    args = [osp.join(ROOT, a) if str(a).startswith('tools/') else str(a) for a in args]
-    run = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS='ignore'))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    return run.stdout + run.stderr
-
-
 def _small(tmp_path, config, kind):
     """A paper config, made small enough for CPU tests (atto, 128-pixel images, 1 epoch or 4
     iterations); its data and classes come from --data."""
@@ -350,7 +341,7 @@ optim_wrapper = dict(paramwise_cfg=dict(num_layers='auto'))
 def test_train_test_and_infer_through_data(tmp_path, data, config, kind, classes):
     cfg = _small(tmp_path, config, 'masks' if kind == 'masks' else 'coco')
     work = tmp_path / 'work'
-    out = _run('tools/train.py', cfg, '--data', data[kind], '--work-dir', work, cwd=tmp_path)
+    out = tool_output(tmp_path, 'tools/train.py', cfg, '--data', data[kind], '--work-dir', work)
     assert '--data: ' in out and 'Data check:' in out
     # The work dir's copy of the config shows the classes, everywhere they belong.
     dumped = Config.fromfile(str(work / 'config.py'))
@@ -360,13 +351,13 @@ def test_train_test_and_infer_through_data(tmp_path, data, config, kind, classes
     from convnext_backbone.checkpoints import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
     assert tuple(torch.load(checkpoint)['meta']['dataset_meta']['classes']) == classes
-    out = _run('tools/test.py', cfg, checkpoint, '--data', data[kind], '--work-dir',
-               tmp_path / 'test', cwd=tmp_path)
+    out = tool_output(tmp_path, 'tools/test.py', cfg, checkpoint, '--data', data[kind],
+                      '--work-dir', tmp_path / 'test')
     assert re.search(r'\((test|val)\) \[', out) and ('mIoU' in out or 'bbox_mAP' in out)
     assert "differ from the config's" not in out  # the checkpoint's names are the data's
     split = 'images/val' if kind == 'masks' else 'val2017'
-    _run('tools/infer.py', cfg, checkpoint, osp.join(data[kind], split), '--data', data[kind],
-         '--show-gt', '--out-dir', tmp_path / 'vis', cwd=tmp_path)
+    tool_output(tmp_path, 'tools/infer.py', cfg, checkpoint, osp.join(data[kind], split),
+                '--data', data[kind], '--show-gt', '--out-dir', tmp_path / 'vis')
     pictures = sorted(glob.glob(str(tmp_path / 'vis' / '*_pred.png')))
     assert len(pictures) == len(os.listdir(osp.join(data[kind], split)))
     assert Image.open(pictures[0]).size == (256, 128)  # ground truth | prediction
@@ -375,19 +366,18 @@ def test_train_test_and_infer_through_data(tmp_path, data, config, kind, classes
 @pytest.mark.slow
 def test_browse_data_and_fine_tune_onto_own_classes(tmp_path, data):
     """A COCO-style 80-class detector fine-tuned onto the user's 3 classes via --data."""
-    from .test_model_checkpoints import COCO_DEMO, build, save
     heads = dict(roi_head=dict(bbox_head=dict(num_classes=80), mask_head=dict(num_classes=80)))
     coco80 = save(tmp_path, build(COCO_DEMO, **heads).state_dict(), 'coco80.pth',
                   dataset_meta=dict(classes=tuple(f'c{i}' for i in range(80))))
     demo = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_convnext_shapes_demo.py')
-    out = _run('tools/train.py', demo, '--data', data['coco'], '--load-from', coco80,
-               '--work-dir', tmp_path / 'work', '--cfg-options', 'train_cfg.max_epochs=1',
-               'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-               'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-               cwd=tmp_path)
+    out = tool_output(tmp_path, 'tools/train.py', demo, '--data', data['coco'], '--load-from',
+                      coco80, '--work-dir', tmp_path / 'work', '--cfg-options',
+                      'train_cfg.max_epochs=1', 'train_dataloader.num_workers=0',
+                      'train_dataloader.persistent_workers=False',
+                      'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False')
     assert 're-initialised (other number of classes): roi_head.bbox_head.fc_cls, ' \
            'roi_head.bbox_head.fc_reg, roi_head.mask_head.conv_logits' in out
-    out = _run('tools/browse_data.py', demo, '--data', data['coco'], '-n', '6', '--columns', '3',
-               '--out', tmp_path / 'grid.png', cwd=tmp_path)
+    out = tool_output(tmp_path, 'tools/browse_data.py', demo, '--data', data['coco'], '-n', '6',
+                      '--columns', '3', '--out', tmp_path / 'grid.png')
     grid = Image.open(tmp_path / 'grid.png')
     assert grid.size[0] > 3 * 128 and grid.size[1] > 2 * 100  # 3 x 2 tiles of ~128-192 px

@@ -18,9 +18,9 @@ import zipfile
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
-import mmcv_build_target as target  # noqa: E402
+from .helpers import ROOT, load_tool
+
+target = load_tool('mmcv_build_target')
 
 MMCV_WHEEL = 'mmcv-2.1.0-cp311-cp311-linux_x86_64.whl'
 TORCH_RELEASE = torch.__version__.split('+')[0]
@@ -139,11 +139,31 @@ def test_installed_from_compares_the_recorded_wheel_hash(tmp_path, monkeypatch):
     assert target.installed_from(wheel) == 'none'
 
 
+# ----------------------------------------------------------------------- the final check
+def test_final_check_imports_everything_and_names_the_versions():
+    line = target.check_install('-', '/nowhere')  # this CPU machine: the real installation
+    assert line.startswith(f'torch {torch.__version__}, mmcv 2.1.0, mmdet 3.3.0, mmseg 1.2.2')
+
+
+@pytest.mark.parametrize('built,problem', [
+    ('not available', 'were compiled without CUDA'),
+    ('11.8', 'were compiled for CUDA 11.8, torch runs CUDA')])
+def test_final_check_on_a_gpu_machine_refuses_mmcv_ops_without_its_cuda(monkeypatch, built,
+                                                                       problem):
+    import mmcv.ops
+    monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: built)
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
+    with pytest.raises(target.SetupError, match=f'mmcv 2.1.0 ops {problem}.*torch sees a GPU: '
+                       'delete /cache/wheels/x and rerun'):
+        target.check_install('9.0', '/cache/wheels/x')
+
+
 # ---------------------------------------------------------------- the script, pip stood in for
 STAND_IN_PYTHON = r'''#!/usr/bin/env bash
 # The venv's python for tests of setup_env.sh: pip only logs (download and wheel fake an sdist
 # and a wheel, and log the build's environment); the build-target helper runs for real, except
-# "key" with $FAKE_KEY (a GPU machine) and "installed-from"; the import check is skipped.
+# "key" with $FAKE_KEY (a GPU machine), "installed-from" and the final "check-install" (tested
+# as Python below).
 printf 'python %s\n' "$*" >> "$STUB_LOG"
 if [ "$1 $2" = "-m pip" ]; then
   prev=
@@ -168,8 +188,8 @@ case "$1" in
   */mmcv_build_target.py)
     if [ "$2" = key ] && [ -n "${FAKE_KEY:-}" ]; then echo "$FAKE_KEY"; exit 0; fi
     if [ "$2" = installed-from ]; then echo "${FAKE_INSTALLED:-none}"; exit 0; fi
+    if [ "$2" = check-install ]; then echo "check-install $3" >> "$STUB_LOG"; exit 0; fi
     exec "$REAL_PYTHON" "$@";;
-  -) cat > /dev/null; exit 0;;
 esac
 echo "unexpected python call: $*" >&2
 exit 1

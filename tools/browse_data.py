@@ -15,9 +15,9 @@ import sys
 from mmengine.config import DictAction
 from mmengine.registry import DefaultScope
 
+from convnext_backbone.cli import add_data_arguments, prepare_config, run_tool
 from convnext_backbone.data import check_dataset
 from convnext_backbone.data.pictures import build_visualizer, draw_sample, grid, training_samples
-from convnext_backbone.runtime import add_data_arguments, prepare_config, run_tool
 
 
 def main(argv=None):

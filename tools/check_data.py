@@ -13,8 +13,8 @@ import sys
 
 from mmengine.config import DictAction
 
+from convnext_backbone.cli import add_data_arguments, prepare_config, run_tool
 from convnext_backbone.data import check_dataset
-from convnext_backbone.runtime import add_data_arguments, prepare_config, run_tool
 
 
 def main(argv=None):

@@ -24,12 +24,12 @@ import torch
 from convnext_backbone import ConvNeXt
 from convnext_backbone.archs import describe_arch
 from convnext_backbone.checkpoints import read_checkpoint
-from convnext_backbone.checkpoints.backbone import (arch_of, backbone_of, convert_state_dict,
+from convnext_backbone.checkpoints.imagenet import (arch_of, backbone_of, convert_state_dict,
                                                     extract_state_dict, guess_arch,
                                                     load_converted)
 from convnext_backbone.checkpoints.model import (check_model_checkpoint,
                                                  convert_model_checkpoint)
-from convnext_backbone.runtime import run_tool
+from convnext_backbone.cli import run_tool
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -23,7 +23,7 @@ from convnext_backbone.checkpoints import CheckpointError
 from convnext_backbone.checkpoints.download import (cache_dir, checkpoint_path,
                                                     download_checkpoint, file_name_of,
                                                     find_checkpoint, is_url)
-from convnext_backbone.runtime import run_tool
+from convnext_backbone.cli import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # The paper configs; configs/demo train from scratch and configs/_base_ are not complete.

@@ -18,10 +18,10 @@ import warnings
 from mmengine.config import DictAction
 
 from convnext_backbone.checkpoints import load_model_checkpoint
+from convnext_backbone.cli import (add_data_arguments, check_mmcv_ops, keep_freed_memory,
+                                   prepare_config, run_device, run_tool, stack_of)
 from convnext_backbone.data.layouts import IMAGE_SUFFIXES
-from convnext_backbone.runtime import (add_data_arguments, check_mmcv_ops, config_dataset_meta,
-                                       keep_freed_memory, prepare_config, run_device, run_tool,
-                                       stack_of)
+from convnext_backbone.engine import config_dataset_meta
 
 
 def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):

@@ -5,7 +5,7 @@
 """
 import argparse
 
-from convnext_backbone.demo_data import make_ade_shapes, make_coco_shapes
+from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes
 
 DEFAULT_ROOTS = {'coco': 'data/coco_shapes', 'ade': 'data/ade_shapes'}
 

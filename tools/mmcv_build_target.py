@@ -5,6 +5,7 @@
     python tools/mmcv_build_target.py toolkit         # the checked CUDA_HOME, or a refusal
     python tools/mmcv_build_target.py built-for WHEEL # "cpu" or "cuda"
     python tools/mmcv_build_target.py installed-from WHEEL  # "same", "other" or "none"
+    python tools/mmcv_build_target.py check-install ARCHS WHEEL_DIR  # the final check
 
 mmcv's compiled ops (NMS, RoIAlign, ... of the Mask R-CNN / Cascade configs) run only on the
 devices they were compiled for: a CPU-only build cannot run them on CUDA tensors. So where torch
@@ -151,6 +152,37 @@ def machine_key(environ: Mapping[str, str] = os.environ) -> Tuple[str, str]:
             cuda_arch_list(capabilities))
 
 
+def check_install(archs: str, wheel_dir: str) -> str:
+    """The set-up's final check: everything imports, mmcv's compiled ops load against this
+    torch, and on a GPU machine (``archs`` not ``-``) they were compiled for torch's CUDA and run
+    a kernel (NMS) on the GPU. Returns the versions in one line; ``SetupError`` says the fix."""
+    import mmcv
+    import mmdet
+    import mmengine
+    import mmseg
+    import pkg_resources  # noqa: F401  mmengine needs it for 'mmdet::' config paths
+    import timm
+    import torch
+    from mmcv.ops import RoIAlign  # noqa: F401  the compiled ops load against this torch
+
+    import convnext_backbone  # noqa: F401
+    versions = (f'torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, '
+                f'mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, '
+                f'timm {timm.__version__}')
+    if archs == NO_ARCHS:
+        return versions
+    from mmcv.ops import get_compiling_cuda_version, nms
+    built = get_compiling_cuda_version()  # 'not available' for a CPU build
+    if built.split('.')[:2] != (torch.version.cuda or '').split('.')[:2]:
+        problem = ('were compiled without CUDA' if built == 'not available' else
+                   f'were compiled for CUDA {built}, torch runs CUDA {torch.version.cuda}')
+        raise SetupError(f'mmcv {mmcv.__version__} ops {problem}, but torch sees a GPU: delete '
+                         f'{wheel_dir} and rerun (or set {CPU_ONLY_VARIABLE}=1)')
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], device='cuda')
+    nms(boxes, torch.tensor([0.9, 0.8], device='cuda'), 0.5)  # a kernel for this GPU's arch
+    return f'mmcv CUDA ops: CUDA {built}, run on {torch.cuda.get_device_name()}\n{versions}'
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -164,6 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(installed_from(args[1]))
         elif len(args) == 2 and args[0] == 'built-for':
             print(wheel_built_for(args[1]))
+        elif len(args) == 3 and args[0] == 'check-install':
+            print(check_install(args[1], args[2]))
         else:
             print(__doc__.split('\n\n')[1], file=sys.stderr)
             return 2

@@ -111,24 +111,6 @@ CURRENT="install convnext_backbone (editable) with its det, seg and dev (test pe
   "torchvision==$TORCHVISION_VERSION" "$SETUPTOOLS"
 
 CURRENT="check the imports"; step "$CURRENT"
-MMCV_ARCHS="$MMCV_ARCHS" MMCV_WHEELS="$MMCV_WHEELS" "$VENV/bin/python" - <<'PY'
-import os
-import torch, mmcv, mmdet, mmseg, mmengine, timm, pkg_resources
-from mmcv.ops import RoIAlign  # compiled ops load against this torch
-import convnext_backbone
-if os.environ['MMCV_ARCHS'] != '-':  # a GPU machine: the ops must run on CUDA tensors
-    from mmcv.ops import get_compiling_cuda_version, nms
-    built = get_compiling_cuda_version()  # 'not available' for a CPU build
-    if built.split('.')[:2] != torch.version.cuda.split('.')[:2]:
-        problem = ('were compiled without CUDA' if built == 'not available' else
-                   f'were compiled for CUDA {built}, torch runs CUDA {torch.version.cuda}')
-        raise SystemExit(f'mmcv {mmcv.__version__} ops {problem}, but torch sees a GPU: delete '
-                         f'{os.environ["MMCV_WHEELS"]} and rerun (or set MMCV_CPU_ONLY=1)')
-    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]], device='cuda')
-    nms(boxes, torch.tensor([0.9, 0.8], device='cuda'), 0.5)  # a kernel for this GPU's arch
-    print(f'mmcv CUDA ops: CUDA {built}, run on {torch.cuda.get_device_name()}')
-print(f"torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, "
-      f"mmseg {mmseg.__version__}, mmengine {mmengine.__version__}, timm {timm.__version__}")
-PY
+"${TARGET[@]}" check-install "$MMCV_ARCHS" "$MMCV_WHEELS"
 CURRENT=done
 step "environment ready: $VENV"

@@ -11,11 +11,10 @@ what does not fit (exit status 1).
 import argparse
 import sys
 
-from convnext_backbone.checkpoints import CheckpointCheckingRunner
+from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, keep_freed_memory,
+                                   prepare_config, run_device, run_tool, setup_cpu_distributed)
 from convnext_backbone.data import check_dataset
-from convnext_backbone.runtime import (add_runner_arguments, check_mmcv_ops, keep_freed_memory,
-                                       prepare_config, run_device, run_tool,
-                                       setup_cpu_distributed)
+from convnext_backbone.engine import CheckpointCheckingRunner
 
 
 def parse_args(argv=None):

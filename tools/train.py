@@ -12,10 +12,10 @@ fit, and those are re-initialised and reported when the number of classes differ
 import argparse
 import sys
 
-from convnext_backbone.checkpoints import CheckpointCheckingRunner
+from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, prepare_config,
+                                   run_device, run_tool, setup_cpu_distributed)
 from convnext_backbone.data import check_dataset
-from convnext_backbone.runtime import (add_runner_arguments, check_mmcv_ops, prepare_config,
-                                       run_device, run_tool, setup_cpu_distributed)
+from convnext_backbone.engine import CheckpointCheckingRunner
 
 
 def parse_args(argv=None):

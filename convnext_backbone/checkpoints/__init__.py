@@ -1,24 +1,32 @@
-"""Where checkpoints are read, converted and loaded.
+"""Checkpoint files and their conversions: files and state dicts only, no model and no Runner.
 
 - ``reading``: files (``weights_only`` PyTorch files, safetensors), Hugging Face model folders,
   URLs; the allow-list that lets ``weights_only`` read mmengine Runner checkpoints.
-- ``backbone``: ImageNet (backbone-only) checkpoints of every published layout -> the backbone
-  (``init_cfg=dict(type='Pretrained', ...)``).
+- ``download``: URLs resolved to a local copy or downloaded once into a cache.
+- ``imagenet``: ImageNet (backbone-only) checkpoints of every published layout -> the backbone
+  (``init_cfg=dict(type='Pretrained', ...)``), and back to timm's / mmpretrain's layouts.
 - ``model``: whole detector / segmentor checkpoints of every published layout -> the model,
   checked against it for evaluation, fine-tuning or resuming.
-- ``runner``: mmengine's Runner with ``load_from`` and ``resume`` going through ``model``.
 
-Nothing here imports the model code: the backbone imports ``backbone`` for its ``init_cfg``.
+The Runner that loads through ``model`` is ``convnext_backbone.engine.CheckpointCheckingRunner``.
 """
-from .backbone import LoadReport, convert_state_dict, load_pretrained
+from ..errors import CheckpointError
+from .imagenet import LoadReport, convert_state_dict, load_pretrained
 from .model import (ModelCheckpoint, ModelLoadReport, check_model_checkpoint,
                     load_model_checkpoint, read_model_checkpoint)
-from .reading import CheckpointError, allow_mmengine_checkpoints, read_checkpoint
-from .runner import CheckpointCheckingRunner
+from .reading import allow_mmengine_checkpoints, read_checkpoint
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'allow_mmengine_checkpoints', 'LoadReport',
     'convert_state_dict', 'load_pretrained', 'ModelCheckpoint', 'ModelLoadReport',
-    'read_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint',
-    'CheckpointCheckingRunner'
+    'read_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint'
 ]
+
+
+def __getattr__(name: str):
+    # Old import path (before engine/): the Runner lives above this layer, so it is imported
+    # only when asked for, and importing checkpoints never imports mmengine's Runner.
+    if name == 'CheckpointCheckingRunner':
+        from ..engine.runner import CheckpointCheckingRunner
+        return CheckpointCheckingRunner
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -7,16 +7,19 @@ For ``https://.../<name>`` the first of these that exists is used:
    ``tools/download_weights.py --dir`` filled for machines without internet);
 3. ``$CONVNEXT_CACHE/checkpoints/<name>`` (default ``~/.cache/convnext_backbone/checkpoints``;
    ``tools/setup_env.sh`` keeps its wheels in the same ``CONVNEXT_CACHE``);
+4. torch.hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints/<name>``), where mmengine's own
+   loader (and so MMDetection and MMSegmentation) keeps the release files it downloaded;
 
 and only then is the file downloaded into 3. A download is written to a temporary name in the
 same folder and renamed when complete (and, where the server sends ``Content-Length``, of that
 size), so an interrupted or partial download is never read as a checkpoint. An exclusive lock on
-``<name>.lock`` next to it makes one process download while the others (ranks of a distributed
-run, other jobs on the node) wait and then read its file; the lock needs no ``torch.distributed``,
-which ``init_weights`` may run before or without.
+``<name>.lock`` next to it (``filelock``) makes one process download while the others (ranks of
+a distributed run, other jobs on the node) wait and then read its file; the lock needs no
+``torch.distributed``, which ``init_weights`` may run before or without.
 
 Like ``torch.hub``, the cache is keyed by file name alone: two URLs with the same last path
-component share one cached file. Standard library only (urllib, fcntl).
+component share one cached file. Needs urllib, ``filelock`` and ``tqdm`` (both come with timm's
+``huggingface_hub``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ import logging
 import os
 import os.path as osp
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,17 +36,15 @@ import uuid
 from http.client import HTTPException
 from typing import IO, Iterator, List, Optional, Tuple
 
+import filelock
+import torch.hub
 from mmengine.logging import print_log
+from tqdm import tqdm
 
-from .reading import CheckpointError
-
-try:
-    import fcntl
-except ImportError:  # Windows has none: downloads there are not serialised between processes
-    fcntl = None
+from ..errors import CheckpointError
 
 __all__ = ['checkpoint_path', 'find_checkpoint', 'download_checkpoint', 'lookup_paths',
-           'cache_dir', 'file_name_of', 'is_url']
+           'cache_dir', 'torch_hub_dir', 'file_name_of', 'is_url']
 
 # Where the configs have always pointed, relative to the current directory.
 LOCAL_DIR = 'checkpoints'
@@ -81,14 +81,20 @@ def cache_dir() -> str:
     return osp.join(osp.expanduser(root), 'checkpoints')
 
 
+def torch_hub_dir() -> str:
+    """torch.hub's checkpoint folder (``$TORCH_HOME/hub/checkpoints``), where mmengine's loader
+    keeps what it downloaded."""
+    return osp.join(torch.hub.get_dir(), 'checkpoints')
+
+
 def lookup_paths(url: str) -> List[str]:
     """Where the checkpoint of ``url`` is looked for, in order: ``checkpoints/<name>``,
-    ``$CONVNEXT_CHECKPOINTS/<name>`` (when set), the cache."""
+    ``$CONVNEXT_CHECKPOINTS/<name>`` (when set), the cache, torch.hub's checkpoint folder."""
     name = file_name_of(url)
     folders = [LOCAL_DIR]
     if os.environ.get(CHECKPOINTS_ENV):
         folders.append(osp.expanduser(os.environ[CHECKPOINTS_ENV]))
-    folders.append(cache_dir())
+    folders += [cache_dir(), torch_hub_dir()]
     return [osp.join(folder, name) for folder in folders]
 
 
@@ -154,34 +160,30 @@ def download_checkpoint(url: str,
 
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: str, url: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path``: per open file, so it excludes other
-    processes and other threads alike. The lock file stays (removing it would race)."""
-    if fcntl is None:
+    """Hold an exclusive lock on ``lock_path`` (``filelock``: ``flock`` on POSIX, per open
+    file, so it excludes other processes and threads alike). The lock file stays."""
+    lock = filelock.FileLock(lock_path)
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            print_log(f'{url}: waiting for another process that is downloading it '
+                      f'(lock {lock_path})', logger='current')
+            lock.acquire()
+    except NotImplementedError as exc:
+        # Some network file systems have no locks: still safe, since the rename is atomic, but
+        # processes may download the same file side by side.
+        print_log(f'Cannot lock {lock_path} ({exc}); downloading without a lock',
+                  logger='current', level=logging.WARNING)
         yield
         return
-    try:
-        lock_file = open(lock_path, 'a')
     except OSError as exc:
         raise CheckpointError(f'Cannot write in {osp.dirname(lock_path)} to download {url} '
                               f'there: {exc}. Set {CACHE_ENV} to a writable folder.') from exc
-    with lock_file:
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print_log(f'{url}: waiting for another process that is downloading it '
-                      f'(lock {lock_path})', logger='current')
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-        except OSError as exc:
-            # Some network file systems have no locks (ENOLCK): still safe, since the rename
-            # is atomic, but processes may download the same file side by side.
-            print_log(f'Cannot lock {lock_path} ({exc}); downloading without a lock',
-                      logger='current', level=logging.WARNING)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _download(url: str, path: str, progress: Optional[bool], timeout: float) -> None:
@@ -240,7 +242,8 @@ def _describe_lookup(url: str) -> List[str]:
     else:
         described.append(f'${CHECKPOINTS_ENV}/{file_name_of(url)} (set {CHECKPOINTS_ENV} to a '
                          'folder)')
-    described.append(f'{paths[-1]} (the cache, ${CACHE_ENV}/checkpoints)')
+    described.append(f'{paths[-2]} (the cache, ${CACHE_ENV}/checkpoints)')
+    described.append(f'{paths[-1]} (torch.hub\'s checkpoints, where MMDetection keeps its)')
     return described
 
 
@@ -254,8 +257,8 @@ def _copy(response, f: IO[bytes], expected: Optional[int], bar_name: Optional[st
     """Copy the response body into ``f``; returns the bytes received. A connection that fails
     midway (reset, timeout, broken chunking) is a ``CheckpointError``; write errors pass."""
     received = 0
-    bar = _ProgressBar(bar_name, expected) if bar_name else None
-    try:
+    with tqdm(total=expected, desc=bar_name, unit='B', unit_scale=True, file=sys.stderr,
+              disable=bar_name is None) as bar:
         while True:
             try:
                 chunk = response.read(CHUNK_BYTES)
@@ -268,42 +271,8 @@ def _copy(response, f: IO[bytes], expected: Optional[int], bar_name: Optional[st
                 break
             f.write(chunk)
             received += len(chunk)
-            if bar:
-                bar.update(received)
-    finally:
-        if bar:
-            bar.update(received, force=True)
-            bar.close()
+            bar.update(len(chunk))
     return received
-
-
-class _ProgressBar:
-    """``name  42% [=======>        ] 117.3 of 278.6 MB``, redrawn in place on stderr at most
-    ten times a second."""
-
-    WIDTH = 30
-
-    def __init__(self, name: str, total: Optional[int]) -> None:
-        self.name, self.total, self.last = name, total, 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last < 0.1:
-            return
-        self.last = now
-        if self.total:
-            filled = int(self.WIDTH * done / self.total)
-            bar = ('=' * filled + '>').ljust(self.WIDTH + 1)[:self.WIDTH]
-            text = (f'{self.name} {100 * done // self.total:3d}% [{bar}] '
-                    f'{done / 1e6:.1f} of {self.total / 1e6:.1f} MB')
-        else:  # no Content-Length: bytes so far only
-            text = f'{self.name} {done / 1e6:.1f} MB'
-        sys.stderr.write('\r' + text)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write('\n')
-        sys.stderr.flush()
 
 
 def _megabytes(size: int) -> str:

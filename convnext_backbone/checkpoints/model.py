@@ -12,7 +12,7 @@ Layouts (``REFERENCE.md``, "Whole detector / segmentor checkpoints in the field"
   ``meta.dataset_meta``);
 - Hugging Face ``UperNetForSemanticSegmentation`` with a ConvNeXt (V2) backbone (a model folder;
   ``batch_norm`` for ``bn``, ``classifier`` for ``conv_seg``).
-The backbone part goes through the ImageNet converters of ``checkpoints.backbone``.
+The backbone part goes through the ImageNet converters of ``checkpoints.imagenet``.
 
 What is checked depends on the purpose:
 - ``'eval'`` (test, inference) and ``'resume'``: every key and shape must fit; only
@@ -31,10 +31,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmengine.logging import print_log
 from torch import nn
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..archs import describe_arch
-from .backbone import arch_of, convert_state_dict, detect_layout, extract_state_dict
-from .reading import CheckpointError, read_checkpoint
+from ..errors import CheckpointError, shorten
+from .imagenet import (arch_of, convert_state_dict, detect_layout, extract_state_dict,
+                       strip_prefix)
+from .reading import read_checkpoint
 
 __all__ = ['ModelCheckpoint', 'ModelLoadReport', 'PURPOSES', 'read_model_checkpoint',
            'convert_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint',
@@ -102,11 +105,10 @@ def convert_model_checkpoint(checkpoint: dict, source: str) -> ModelCheckpoint:
     if hf_config and hf_backbone not in ('convnext', 'convnextv2'):
         raise CheckpointError(f'{source} is a Hugging Face {hf_config.get("model_type")} model '
                               f'with a {hf_backbone} backbone, not a ConvNeXt')
-    state_dict = extract_state_dict(checkpoint)
+    state_dict = extract_state_dict(checkpoint)  # a new dict: the prefix goes in place
     if state_dict and all(k.startswith('module.') for k in state_dict):  # saved from a wrapper
-        state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
-    backbone = {k[len('backbone.'):]: v for k, v in state_dict.items()
-                if k.startswith('backbone.')}
+        consume_prefix_in_state_dict_if_present(state_dict, 'module.')
+    backbone = strip_prefix(state_dict, 'backbone.')
     if not backbone:
         raise CheckpointError(_not_a_whole_model(source, state_dict))
     try:
@@ -115,7 +117,7 @@ def convert_model_checkpoint(checkpoint: dict, source: str) -> ModelCheckpoint:
         raise CheckpointError(
             f'{source}: the checkpoint\'s backbone is not a ConvNeXt of a known layout '
             f'(official, timm, mmpretrain, transformers); its first keys: '
-            f'{", ".join("backbone." + k for k in list(backbone)[:4])}') from None
+            f'{shorten(("backbone." + k for k in backbone), 4)}') from None
     out = {f'backbone.{k}': v for k, v in converted.items()}
     for key, value in state_dict.items():
         if not key.startswith('backbone.'):
@@ -129,7 +131,7 @@ def _not_a_whole_model(source: str, state_dict: StateDict) -> str:
         detect_layout(state_dict)
     except CheckpointError:
         return (f'{source} is not a detector or segmentor checkpoint: it has no backbone.* '
-                f'weights (first keys: {", ".join(list(state_dict)[:4]) or "none"})')
+                f'weights (first keys: {shorten(state_dict, 4)})')
     return (f'{source} is an ImageNet (backbone-only) ConvNeXt checkpoint, not a whole detector '
             f'or segmentor: load it into the backbone with model.backbone.init_cfg='
             f"dict(type='Pretrained', checkpoint='{source}')")
@@ -186,14 +188,9 @@ def resolve_dataset_meta(checkpoint_meta: Optional[dict],
         return checkpoint_meta, None
     if tuple(checkpoint_meta['classes']) == config_classes:
         return {**config_meta, **checkpoint_meta}, None
-    return config_meta, (f"the checkpoint's classes ({_names(checkpoint_meta['classes'])}) "
-                         f"differ from the config's ({_names(config_classes)}); using the "
-                         "config's")
-
-
-def _names(classes: Sequence[str], limit: int = 5) -> str:
-    shown = ', '.join(repr(c) for c in list(classes)[:limit])
-    return shown + (f', ... {len(classes)} in all' if len(classes) > limit else '')
+    return config_meta, (f"the checkpoint's classes "
+                         f"({shorten(checkpoint_meta['classes'], quote=True)}) differ from the "
+                         f"config's ({shorten(config_classes, quote=True)}); using the config's")
 
 
 # -------------------------------------------------------------------------------- checking
@@ -221,46 +218,50 @@ def check_model_checkpoint(model: nn.Module, checkpoint: ModelCheckpoint,
     if problems:
         raise CheckpointError(
             f'Cannot {_VERBS[purpose]} {checkpoint.source} ({checkpoint.layout}): it does not '
-            f"fit the config's model.\n" + ''.join(f'  - {p}\n' for p in problems) +
-            'Nothing was loaded.' + _hint(problems, purpose))
+            f"fit the config's model.\n" + ''.join(f'  - {text}\n' for _, text in problems) +
+            'Nothing was loaded.' + _hint({cause for cause, _ in problems}, purpose))
     loadable = [k for k in given if k in expected and k not in reinit]
     return loadable, reinit
 
 
-def _hint(problems: List[str], purpose: str) -> str:
-    text = ' '.join(problems)
-    if text.startswith('this is a '):  # a segmentor checkpoint for a detector, or the reverse
+# What a problem is about, for the closing hint of the refusal.
+KIND, CLASSES, OTHER = 'kind', 'classes', 'other'
+Problem = Tuple[str, str]  # (one of the causes above, the sentence)
+
+
+def _hint(causes: set, purpose: str) -> str:
+    if KIND in causes:  # a segmentor checkpoint for a detector, or the reverse
         return (" To start from its backbone only, set model.backbone.init_cfg=dict("
                 "type='Pretrained', checkpoint=...).")
-    if 'classes' in text and purpose == 'eval':
+    if CLASSES in causes and purpose == 'eval':
         return (" Evaluate with the config the checkpoint was trained with, or fine-tune it "
                 "onto the config's classes (tools/train.py CONFIG --load-from CHECKPOINT).")
     return " Use the config the checkpoint was trained with, or change the config to match."
 
 
 def _diagnose(model: nn.Module, expected: StateDict, given: StateDict,
-              purpose: str) -> Tuple[List[str], List[str]]:
-    """(problems in words, class-specific keys to re-initialise)."""
+              purpose: str) -> Tuple[List[Problem], List[str]]:
+    """(problems, class-specific keys to re-initialise)."""
     model_parts, file_parts = _parts(expected), _parts(given)
     model_kind, file_kind = _kind(model_parts), _kind(file_parts)
     if model_kind and file_kind and model_kind != file_kind:
-        return [f'this is a {file_kind} checkpoint ({", ".join(sorted(file_parts))}), the '
-                f'config is a {model_kind} ({", ".join(sorted(model_parts))})'], []
-    problems: List[str] = []
+        return [(KIND, f'this is a {file_kind} checkpoint ({", ".join(sorted(file_parts))}), '
+                 f'the config is a {model_kind} ({", ".join(sorted(model_parts))})')], []
+    problems: List[Problem] = []
     missing = [k for k in expected if k not in given and not HARMLESS.search(k)]
     unused = [k for k in given if k not in expected and not HARMLESS.search(k)]
     mismatched = [k for k in given if k in expected and given[k].shape != expected[k].shape]
     explained = set()
 
     for part in sorted(model_parts - file_parts):
-        problems.append(f'the checkpoint has no {part}')
+        problems.append((OTHER, f'the checkpoint has no {part}'))
     for part in sorted(file_parts - model_parts):
-        problems.append(f"the checkpoint has a {part}, the config's model has none")
+        problems.append((OTHER, f"the checkpoint has a {part}, the config's model has none"))
     explained |= {k for k in missing + unused if k.split('.', 1)[0] in model_parts ^ file_parts}
 
     backbone_problem = _backbone_difference(model, given)
     if backbone_problem:
-        problems.append(backbone_problem)
+        problems.append((OTHER, backbone_problem))
         explained |= {k for k in missing + unused + mismatched if k.startswith('backbone.')}
 
     reinit: List[str] = []
@@ -277,22 +278,22 @@ def _diagnose(model: nn.Module, expected: StateDict, given: StateDict,
         if purpose == 'finetune':
             reinit += keys
         else:
-            problems.append(f'the checkpoint predicts {file_classes} classes '
-                            f'({", ".join(_modules(keys))}), the config {model_classes}')
+            problems.append((CLASSES, f'the checkpoint predicts {file_classes} classes '
+                             f'({", ".join(_modules(keys))}), the config {model_classes}'))
 
     rest = [k for k in mismatched if k not in explained]
     if rest:
-        shown = '; '.join(f'{k}: checkpoint {tuple(given[k].shape)}, config '
-                          f'{tuple(expected[k].shape)}' for k in rest[:3])
-        problems.append(f'shapes differ: {shown}' + (f' (and {len(rest) - 3} more)'
-                                                     if len(rest) > 3 else ''))
+        shown = shorten((f'{k}: checkpoint {tuple(given[k].shape)}, config '
+                         f'{tuple(expected[k].shape)}' for k in rest), 3)
+        problems.append((OTHER, f'shapes differ: {shown}'))
     rest = [k for k in missing if k not in explained]
     if rest:
-        problems.append(f'missing from the checkpoint: {", ".join(_modules(rest, 6))}')
+        problems.append((OTHER, 'missing from the checkpoint: '
+                         f'{shorten(_modules(rest), 6, unit="modules")}'))
     rest = [k for k in unused if k not in explained]
     if rest:
-        problems.append("in the checkpoint but not in the config's model: "
-                        f'{", ".join(_modules(rest, 6))}')
+        problems.append((OTHER, "in the checkpoint but not in the config's model: "
+                         f'{shorten(_modules(rest), 6, unit="modules")}'))
     return problems, reinit
 
 
@@ -314,8 +315,7 @@ def _backbone_difference(model: nn.Module, given: StateDict) -> Optional[str]:
     backbone = getattr(model, 'backbone', None)
     if not all(hasattr(backbone, a) for a in ('depths', 'widths', 'version', 'out_indices')):
         return None
-    file_backbone = {k[len('backbone.'):]: v for k, v in given.items()
-                     if k.startswith('backbone.')}
+    file_backbone = strip_prefix(given, 'backbone.')
     if not file_backbone:
         return None
     depths, widths, file_version = arch_of(file_backbone)
@@ -354,12 +354,9 @@ def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
         return None
 
 
-def _modules(keys: Sequence[str], limit: int = 0) -> List[str]:
-    """Module names of parameter keys, in order, each once; at most ``limit`` (0: all)."""
-    names = list(dict.fromkeys(k.rpartition('.')[0] or k for k in keys))
-    if limit and len(names) > limit:
-        return names[:limit] + [f'... {len(names) - limit} more modules']
-    return names
+def _modules(keys: Sequence[str]) -> List[str]:
+    """Module names of parameter keys, in order, each once."""
+    return list(dict.fromkeys(k.rpartition('.')[0] or k for k in keys))
 
 
 # --------------------------------------------------------------------------------- loading

@@ -16,14 +16,13 @@ from typing import Dict
 
 import torch
 
+from ..errors import CheckpointError
+from .download import checkpoint_path
+
 __all__ = ['CheckpointError', 'read_checkpoint', 'allow_mmengine_checkpoints']
 
 # The weight files a Hugging Face model folder may hold, in the order transformers prefers.
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model."""
 
 
 def read_checkpoint(source: str, map_location: str = 'cpu') -> dict:
@@ -49,8 +48,6 @@ def read_checkpoint(source: str, map_location: str = 'cpu') -> dict:
 
 
 def _read_url(url: str, map_location: str) -> dict:
-    # Imported here: download needs CheckpointError from this module.
-    from .download import checkpoint_path
     path = checkpoint_path(url)
     try:
         if path.endswith('.safetensors'):

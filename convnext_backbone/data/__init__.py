@@ -1,12 +1,14 @@
-"""Users' own datasets: finding them in a folder (``layouts``), fitting a config to them
-(``fit``) and checking a config's data before anything is built (``check``).
+"""Datasets: finding one in a folder (``layouts``), fitting a config to it (``configure``),
+checking a config's data before anything is built (``check``), drawing what the pipeline makes
+of it (``pictures``) and the built-in demo datasets (``demo``).
 
 Needs mmengine, numpy and Pillow; the dataset classes come from mmdet / mmseg through the
 registry when a check needs them.
 """
+from ..errors import DataError
 from .check import DataReport, check_dataset, config_classes
-from .fit import class_heads, fit_config_to_data, innermost_dataset, palette_for
-from .layouts import DataError, DataLayout, find_layout, parse_split_overrides
+from .configure import class_heads, fit_config_to_data, innermost_dataset, palette_for
+from .layouts import DataLayout, find_layout, parse_split_overrides
 
 __all__ = [
     'DataError', 'DataLayout', 'DataReport', 'find_layout', 'parse_split_overrides',

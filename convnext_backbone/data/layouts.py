@@ -19,6 +19,8 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..errors import DataError, shorten
+
 __all__ = ['Split', 'DataLayout', 'DataError', 'find_layout', 'parse_split_overrides',
            'quote_names', 'CLASSES_FILE']
 
@@ -28,10 +30,6 @@ SPLIT_NAMES = {'train': ('train', 'training'), 'val': ('val', 'valid', 'validati
                'test': ('test', 'testing')}
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 ADE_FOLDER = 'ADEChallengeData2016'
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used: missing files, no classes, no annotations..."""
 
 
 @dataclass
@@ -60,11 +58,9 @@ class DataLayout:
                 f'{quote_names(self.classes)}')
 
 
-def quote_names(names: Iterable[str], limit: int = 8) -> str:
+def quote_names(names: Iterable[str]) -> str:
     """``'a', 'b', ... 80 in all``: class names for messages."""
-    names = list(names)
-    shown = ', '.join(repr(n) for n in names[:limit])
-    return shown + (f', ... {len(names)} in all' if len(names) > limit else '')
+    return shorten(names, 8, quote=True)
 
 
 def parse_split_overrides(items: Optional[Sequence[str]]) -> Dict[str, Tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from mmengine.config import Config
 
-from .fit import innermost_dataset
+from .configure import innermost_dataset
 
 __all__ = ['build_visualizer', 'draw_sample', 'training_samples', 'ground_truth_of', 'grid']
 

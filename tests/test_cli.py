@@ -9,9 +9,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from convnext_backbone.runtime import DeviceError, check_mmcv_ops
+from convnext_backbone.cli import check_mmcv_ops
+from convnext_backbone.errors import DeviceError
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from .helpers import ROOT
+
 DETECTOR = osp.join(ROOT, 'configs', 'mask_rcnn_convnext_t.py')
 SEGMENTOR = osp.join(ROOT, 'configs', 'upernet_convnext_t.py')
 
@@ -69,7 +71,7 @@ def test_keep_freed_memory_keeps_a_freed_activation_mapped(keep):
     (then the next forward reuses mapped pages instead of faulting fresh ones in)."""
     script = f"""
 import torch
-from convnext_backbone.runtime import keep_freed_memory
+from convnext_backbone.cli import keep_freed_memory
 if {keep}:
     assert keep_freed_memory()
 def rss():

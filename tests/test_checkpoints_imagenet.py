@@ -1,5 +1,4 @@
 """Loading published checkpoints: every layout, made with the peers' own model code."""
-import os
 import subprocess
 import sys
 
@@ -10,11 +9,11 @@ from safetensors.torch import save_file
 
 from convnext_backbone import ConvNeXt
 from convnext_backbone.checkpoints import CheckpointError
-from convnext_backbone.checkpoints.backbone import (convert_state_dict, detect_layout,
+from convnext_backbone.checkpoints.imagenet import (convert_state_dict, detect_layout,
                                                     from_mmpretrain, from_timm,
                                                     from_transformers, load_pretrained)
 
-from .conftest import randomize_
+from .helpers import randomize_
 
 X = torch.randn(1, 3, 96, 64, generator=torch.Generator().manual_seed(1))
 NORM_KEYS = [f'norm{i}.{p}' for i in range(4) for p in ('weight', 'bias')]
@@ -185,10 +184,13 @@ def test_detector_checkpoint_with_prefix(tmp_path):
             torch.testing.assert_close(model.state_dict()[key], value)
 
 
-def test_converters_return_converted_input_unchanged():
+def test_converters_refuse_a_layout_they_do_not_convert():
     official = ConvNeXt('atto', version='v2').state_dict()
-    for convert in (from_timm, from_mmpretrain, from_transformers):
-        assert convert(official) is official
+    for convert, layout in ((from_timm, 'timm'), (from_mmpretrain, 'mmpretrain'),
+                            (from_transformers, 'transformers')):
+        with pytest.raises(CheckpointError, match=f'Expected a {layout}-layout ConvNeXt state '
+                           'dict, got one of the official layout'):
+            convert(official)
     assert convert_state_dict(official) == (official, 'official')
 
 

@@ -1,6 +1,5 @@
 """Checkpoints named by URL, without internet: a small HTTP server on 127.0.0.1 serves generated
 official-layout checkpoints; local copies, the cache, safe and single downloads, clear errors."""
-import importlib.util
 import io
 import multiprocessing
 import os
@@ -17,9 +16,8 @@ from convnext_backbone import ConvNeXt
 from convnext_backbone.checkpoints import CheckpointError, read_checkpoint
 from convnext_backbone.checkpoints.download import checkpoint_path
 
-from .conftest import randomize_
+from .helpers import load_tool, randomize_
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NAME = 'convnext_atto_1k_224.pth'
 
 
@@ -237,11 +235,7 @@ def test_two_processes_download_once(env, server):
 
 # ----------------------------------------------------------------- tools/download_weights.py
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        'download_weights', osp.join(ROOT, 'tools', 'download_weights.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('download_weights')
 
 
 def test_download_weights_tool(env, server, tmp_path, capsys):

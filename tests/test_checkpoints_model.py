@@ -7,71 +7,19 @@ import pickle
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MessageHub
-from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS, DefaultScope
 from safetensors.torch import save_file
 
 from convnext_backbone.checkpoints import CheckpointError
 from convnext_backbone.checkpoints.model import (load_model_checkpoint, read_model_checkpoint,
                                                  resolve_dataset_meta)
-from convnext_backbone.demo_data import SHAPES
+from convnext_backbone.data.demo import SHAPES
 
-from .conftest import randomize_
+from .helpers import (ADE_DEMO, CASCADE, COCO_DEMO, MMPRETRAIN_BACKBONE, ROOT, build,
+                      hf_upernet, save)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-COCO_DEMO = osp.join(ROOT, 'configs/demo/mask_rcnn_convnext_shapes_demo.py')
-ADE_DEMO = osp.join(ROOT, 'configs/demo/upernet_convnext_shapes_demo.py')
-CASCADE = osp.join(ROOT, 'configs/cascade_mask_rcnn_convnext_t.py')
 SIZE = 96  # input side: small, a multiple of 32
-# The backbone of the MMDetection 3 / MMSegmentation 1 zoo configs (mmpretrain's ConvNeXt).
-MMPRETRAIN_BACKBONE = dict(type='mmpretrain.ConvNeXt', arch='atto', out_indices=[0, 1, 2, 3],
-                           gap_before_final_norm=False, drop_path_rate=0.0,
-                           layer_scale_init_value=1.0)
 V2 = dict(use_grn=True, layer_scale_init_value=0.0)
-
-
-def _cfg(path, **model):
-    cfg = Config.fromfile(path)
-    cfg.model.backbone.init_cfg = None
-    cfg.merge_from_dict(dict(model=model))
-    if path == CASCADE:  # atto, and few proposals: the 4-conv box heads are slow on CPU
-        cfg.merge_from_dict(dict(model=dict(
-            backbone=dict(arch='atto'), neck=dict(in_channels=[40, 80, 160, 320]),
-            test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=30)))))
-    return cfg
-
-
-def build(path, new_backbone=None, **model):
-    """The config's model (eval mode, random non-trivial weights and BN statistics), changed
-    by ``model``, with another backbone config if given."""
-    cfg = _cfg(path, **model)
-    if new_backbone is not None:
-        import mmpretrain.models  # noqa: F401  registers mmpretrain.ConvNeXt
-        cfg.model.backbone = new_backbone
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        net = revert_sync_batchnorm(MODELS.build(cfg.model))
-    randomize_(net)
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return net.eval()
-
-
-def message_hub_state():
-    """What a Runner checkpoint holds besides tensors: HistoryBuffers and numpy values."""
-    hub = MessageHub.get_instance('test_model_checkpoints')
-    hub.update_scalar('train/loss', 1.5)
-    hub.update_info('iter', 10)
-    return hub.state_dict()
-
-
-def save(tmp_path, state_dict, name='model.pth', **meta):
-    path = str(tmp_path / name)
-    torch.save({'meta': meta, 'state_dict': state_dict, 'message_hub': message_hub_state()},
-               path)
-    return path
 
 
 def x_input(seed=0):
@@ -153,22 +101,6 @@ def test_mmseg_zoo_layout_gives_the_source_outputs(tmp_path):
     report, checkpoint, _ = load_model_checkpoint(ours, path, 'eval')
     assert not report.unused
     assert_all_close(seg_outputs(ours), seg_outputs(source))
-
-
-def hf_upernet(num_labels=150, **backbone):
-    import transformers
-    config = transformers.UperNetConfig(
-        backbone_config=transformers.ConvNextConfig(
-            depths=[2, 2, 6, 2], hidden_sizes=[40, 80, 160, 320],
-            out_features=['stage1', 'stage2', 'stage3', 'stage4'], **backbone),
-        hidden_size=64, auxiliary_in_channels=160, auxiliary_channels=32, num_labels=num_labels)
-    peer = transformers.UperNetForSemanticSegmentation(config)
-    randomize_(peer)
-    for module in peer.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return peer.eval()
 
 
 @pytest.mark.parametrize('safe_serialization', [True, False])

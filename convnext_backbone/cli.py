@@ -1,0 +1,154 @@
+"""What the command-line tools (``tools/*.py``) share: config preparation for either stack
+(mmdet or mmseg, and ``--data``), the device check, error reporting and CPU-friendly distributed
+set-up. Imported by the tools only: the top of the layering (see docs/architecture.md).
+
+Needs mmengine only; mmdet / mmseg are imported by the Runner when the config is built.
+"""
+from __future__ import annotations
+
+import os.path as osp
+import sys
+from typing import List, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+from .data import find_layout, fit_config_to_data, parse_split_overrides
+from .engine.memory import keep_freed_memory
+from .errors import CheckpointError, DataError, DeviceError
+
+__all__ = ['prepare_config', 'stack_of', 'add_runner_arguments', 'add_data_arguments',
+           'run_tool', 'run_device', 'check_mmcv_ops', 'keep_freed_memory',
+           'setup_cpu_distributed']
+
+STACKS = ('mmdet', 'mmseg')
+
+
+def stack_of(cfg: Config) -> str:
+    """``'mmdet'`` or ``'mmseg'``: the config's ``default_scope`` (set by the upstream bases)."""
+    scope = cfg.get('default_scope')
+    if scope not in STACKS:
+        raise ValueError(f'Config has default_scope={scope!r}; expected one of {STACKS} '
+                         '(inherit mmdet::_base_/default_runtime.py or mmseg::...)')
+    return scope
+
+
+def prepare_config(config: str, work_dir: Optional[str] = None,
+                   cfg_options: Optional[dict] = None, launcher: str = 'none',
+                   amp: bool = False, data: Optional[str] = None,
+                   data_splits: Optional[List[str]] = None) -> Config:
+    """Load a config and fit it to the command line (``data``: a dataset folder whose splits
+    and classes the config takes, see ``convnext_backbone.data``; ``cfg_options`` come last and
+    win) and to this machine."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'Config file not found: {config}')
+    cfg = Config.fromfile(config)
+    stack = stack_of(cfg)
+    if data:
+        layout = find_layout(data, stack, parse_split_overrides(data_splits))
+        changed = fit_config_to_data(cfg, layout)
+        print_log(f'--data: {layout.describe()}\n  set: {", ".join(changed)}',
+                  logger='current')
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(config))[0])
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None:
+        if amp:
+            optim_wrapper.type = 'AmpOptimWrapper'
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
+            # mmengine's AmpOptimWrapper needs a GPU; on CPU train in fp32 rather than fail.
+            print_log('No CUDA device: training in fp32 (AmpOptimWrapper -> OptimWrapper)',
+                      logger='current')
+            optim_wrapper.type = 'OptimWrapper'
+            optim_wrapper.pop('loss_scale', None)
+    if launcher != 'none' and not torch.cuda.is_available():
+        cfg.env_cfg = cfg.get('env_cfg', {})
+        cfg.env_cfg['dist_cfg'] = dict(backend='gloo')
+        # DDP of a CPU module takes no device ids.
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                    False))
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
+    return cfg
+
+
+def run_device(requested: Optional[str] = None) -> str:
+    """The device a run uses: the one asked for, else CUDA where torch sees a GPU (as
+    mmengine's Runner decides), else the CPU."""
+    return requested or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def check_mmcv_ops(cfg: Config, device: str) -> None:
+    """Fail at start, not at the first step: detection configs run mmcv's compiled ops (NMS,
+    RoIAlign) on the run's device, so mmcv must be installed with ops that load with this torch
+    and, for a CUDA run, were compiled with CUDA. Segmentation configs need none of them."""
+    if stack_of(cfg) != 'mmdet':
+        return
+    fix = 'Run tools/setup_env.sh on this machine (README "Two commands")'
+    try:
+        import mmcv
+        from mmcv.ops import get_compiling_cuda_version
+        get_compiling_cuda_version()  # loads the compiled extension
+    except ImportError as exc:
+        raise DeviceError(f'Detection configs need mmcv with its compiled ops (NMS, RoIAlign), '
+                          f'which do not load here ({exc}). {fix}: it builds mmcv 2.1.0 for '
+                          'this torch.') from None
+    compiled = get_compiling_cuda_version()
+    if str(device).startswith('cuda') and compiled in ('not available', '', None):
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a GPU'
+        raise DeviceError(
+            f'This run uses CUDA ({name}), but mmcv {mmcv.__version__} was compiled without it '
+            f'(mmcv.ops.get_compiling_cuda_version(): {compiled!r}): the detector\'s RoIAlign '
+            f'and NMS would fail at its first step. {fix}: on a machine with a GPU it builds '
+            f'mmcv with CUDA ops for it (it needs a CUDA toolkit {torch.version.cuda}). Or run '
+            'on the CPU: CUDA_VISIBLE_DEVICES= (empty).')
+
+
+def add_data_arguments(parser) -> None:
+    """``--data DIR`` and ``--data-split``: a dataset of one's own (``convnext_backbone.data``)."""
+    parser.add_argument('--data', metavar='DIR',
+                        help='a dataset folder (COCO-format for detection configs; images/ + '
+                        'annotations/ + classes.txt, or ADE20K, for segmentation): the config '
+                        'takes its splits and classes')
+    parser.add_argument('--data-split', nargs='+', metavar='SPLIT=PATH[:PATH]',
+                        help='with --data: a split\'s annotation file and image folder (COCO), '
+                        'or image and label-map folders, relative to DIR, e.g. '
+                        'train=annotations/mine.json:images')
+
+
+def run_tool(main, argv=None) -> int:
+    """Run a tool's ``main``: a checkpoint or data that cannot be used ends it with its message
+    and exit status 1, not with a traceback."""
+    try:
+        main(argv)
+    except (CheckpointError, DataError, DeviceError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_runner_arguments(parser) -> None:
+    """The options that tools/train.py and tools/test.py share."""
+    add_data_arguments(parser)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. train_cfg.max_epochs=12')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def setup_cpu_distributed(launcher: str) -> None:
+    """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
+
+    mmengine's own start-up calls ``torch.cuda.set_device``, which fails there; once the group
+    exists, the Runner uses it as it is.
+    """
+    import torch.distributed as dist
+    if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
