@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from mmengine.model import BaseModule
+from mmengine.model.weight_init import PretrainedInit, initialize
 from mmengine.registry import MODELS
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 
@@ -106,6 +107,9 @@ class ConvNeXtBlock(nn.Module):
             x = x.mul_(self.gamma) if _can_overwrite(x, self.gamma) else x * self.gamma
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
+    # The parameters that fuse_for_inference() changes (the others keep their values).
+    FUSED_PARAMS = ('pwconv1.weight', 'pwconv1.bias', 'pwconv2.weight', 'pwconv2.bias')
+
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
         """Fold the LayerNorm affine into pwconv1 and the layer scale into pwconv2 (exact up
@@ -162,8 +166,8 @@ class ConvNeXt(BaseModule):
             contiguous NCHW tensors.
         init_cfg (dict | list[dict], optional): mmengine initialization config;
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)`` loads ImageNet or
-            detector/segmentor weights of any supported layout (see
-            ``convnext_backbone.checkpoints.imagenet``).
+            detector/segmentor weights of any supported layout exactly (see
+            ``convnext_backbone.checkpoints.imagenet``), also as an entry of a list.
     """
 
     def __init__(self,
@@ -223,7 +227,12 @@ class ConvNeXt(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(self.widths[i], eps=LN_EPS))
 
+        # fuse_for_inference(): the original values of the parameters it changes, which
+        # state_dict() returns in place of the fused ones; None when not fused.
         self._unfused_state: Optional[Dict[str, torch.Tensor]] = None
+        self.register_state_dict_post_hook(_unfused_state_dict)
+        self.register_load_state_dict_pre_hook(_refuse_loading_when_fused)
+        self._layer_ids_cache: Dict[str, Dict[str, int]] = {}
         self.apply(_init_weights)
         self._freeze_stages()
 
@@ -272,13 +281,24 @@ class ConvNeXt(BaseModule):
                              f'{STAGE_STRIDES[-1]} pixels (one stride-32 cell), got '
                              f'{x.shape[2]}x{x.shape[3]}')
 
+    def _fusable_params(self) -> Dict[str, nn.Parameter]:
+        """The parameters that ``fuse_for_inference()`` changes, by state-dict name."""
+        return {f'stages.{i}.{j}.{name}': block.get_parameter(name)
+                for i, stage in enumerate(self.stages) for j, block in enumerate(stage)
+                for name in ConvNeXtBlock.FUSED_PARAMS}
+
     @torch.no_grad()
     def fuse_for_inference(self) -> 'ConvNeXt':
         """Fold each block's LayerNorm affine and layer scale into its linear layers, for
         faster inference (outputs equal to rounding). Reversible with ``unfuse()``, which
-        restores the exact original weights; training a fused model is refused."""
+        restores the exact original weights; training a fused model is refused.
+
+        NOTE: ``state_dict()`` of a fused model still returns the original (unfused) weights,
+        so that a fused model saved and loaded anywhere gives the original outputs; loading
+        weights into a fused model is refused (``unfuse()`` first)."""
         if self._unfused_state is None:
-            self._unfused_state = {k: v.clone() for k, v in self.state_dict().items()}
+            self._unfused_state = {k: p.detach().clone() for k, p in
+                                   self._fusable_params().items()}
             for stage in self.stages:
                 for block in stage:
                     block.fuse_for_inference()
@@ -288,7 +308,8 @@ class ConvNeXt(BaseModule):
     def unfuse(self) -> 'ConvNeXt':
         """Undo ``fuse_for_inference()`` exactly."""
         if self._unfused_state is not None:
-            self.load_state_dict(self._unfused_state)
+            for name, param in self._fusable_params().items():
+                param.copy_(self._unfused_state[name])
             for stage in self.stages:
                 for block in stage:
                     block.fused = False
@@ -320,14 +341,22 @@ class ConvNeXt(BaseModule):
 
     # ----------------------------------------------------------------------------- weights
     def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` exactly (``checkpoints.imagenet``);
-        any other init_cfg goes to mmengine."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            load_pretrained(self, **{k: v for k, v in cfg.items() if k != 'type'})
-            self._is_init = True
-        else:
-            super().init_weights()
+        """Load every ``dict(type='Pretrained', ...)`` of ``init_cfg`` (a dict or a list) exactly
+        (``checkpoints.imagenet.load_pretrained``); mmengine's own ``PretrainedInit`` would load
+        it with ``strict=False`` and leave a foreign layout's weights unloaded, silently.
+
+        As mmengine orders them, the other entries are applied first, in order (by mmengine's
+        ``initialize``), then the ``Pretrained`` ones, which overwrite what they load."""
+        entries = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        pretrained = [e for e in entries if _is_pretrained(e)]
+        if not pretrained:
+            return super().init_weights()
+        others = [e for e in entries if not _is_pretrained(e)]
+        if others:
+            initialize(self, others)
+        for entry in pretrained:
+            load_pretrained(self, **{k: v for k, v in entry.items() if k != 'type'})
+        self._is_init = True
 
     def no_weight_decay(self) -> set:
         """Names of parameters that are not 1-D yet must not be decayed: GRN's (1, 1, 1, C)
@@ -356,7 +385,9 @@ class ConvNeXt(BaseModule):
                 stage i at i + 1).
             prefix (str): Prefix to strip from ``param_name`` (e.g. ``'backbone.'``).
         """
-        ids = self._layer_ids(decay_type)
+        if decay_type not in self._layer_ids_cache:  # the names never change: built once
+            self._layer_ids_cache[decay_type] = self._layer_ids(decay_type)
+        ids = self._layer_ids_cache[decay_type]
         if param_name.startswith(prefix):
             param_name = param_name[len(prefix):]
         return ids.get(param_name, self.num_layers + 1), self.num_layers
@@ -379,6 +410,26 @@ class ConvNeXt(BaseModule):
                 ids.update({name: layer_id for name, _ in
                             block.named_parameters(prefix=f'stages.{i}.{j}')})
         return ids
+
+
+def _is_pretrained(init_cfg) -> bool:
+    return isinstance(init_cfg, dict) and init_cfg.get('type') in ('Pretrained', PretrainedInit)
+
+
+def _unfused_state_dict(module: 'ConvNeXt', state_dict: dict, prefix: str,
+                        local_metadata: dict) -> None:
+    """State-dict post hook: a fused model's state dict holds the original weights."""
+    for name, value in (module._unfused_state or {}).items():
+        key = prefix + name
+        if key in state_dict:
+            state_dict[key] = value
+
+
+def _refuse_loading_when_fused(module: 'ConvNeXt', *args, **kwargs) -> None:
+    """Load-state-dict pre hook: original weights loaded into folded layers would be wrong."""
+    if module._unfused_state is not None:
+        raise RuntimeError('This ConvNeXt is fused for inference (fuse_for_inference()); call '
+                           'unfuse() before loading weights into it, then fuse again')
 
 
 def _can_overwrite(out: torch.Tensor, *operands: torch.Tensor) -> bool:
@@ -421,7 +472,8 @@ def _resolve_out_indices(out_indices: Sequence[int]) -> Tuple[int, ...]:
     resolved = []
     for index in out_indices:
         if not -4 <= index <= 3:
-            raise ValueError(f'out_indices must be stage indices in -4..3, got {tuple(out_indices)}')
+            raise ValueError(f"out_indices must be stage indices in -4..3, got "
+                             f"{tuple(out_indices)}")
         resolved.append(index % 4)
     if not resolved or len(set(resolved)) != len(resolved):
         raise ValueError(f'out_indices must name distinct stages, got {tuple(out_indices)}')

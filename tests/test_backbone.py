@@ -248,6 +248,51 @@ def test_inference_paths_match_the_plain_path(version):
     model.train()
 
 
+def test_fused_model_saves_and_loads_the_original_weights(tmp_path):
+    """state_dict() of a fused model holds the unfused weights: saved and loaded into a fresh
+    model it gives the original outputs (before, it held the folded ones, silently wrong)."""
+    model = randomize_(ConvNeXt('atto')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        original = model(x)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        model.fuse_for_inference()
+        fused_outputs = model(x)
+    saved = model.state_dict()
+    for key, value in before.items():
+        assert torch.equal(saved[key], value), key
+    # Wrapped in a parent (as in a detector), with its prefix.
+    parent = torch.nn.ModuleDict(dict(backbone=model))
+    assert torch.equal(parent.state_dict()['backbone.stages.0.0.pwconv1.weight'],
+                       before['stages.0.0.pwconv1.weight'])
+    torch.save(saved, tmp_path / 'fused.pth')
+    fresh = ConvNeXt('atto').eval()
+    fresh.load_state_dict(torch.load(tmp_path / 'fused.pth'))
+    with torch.no_grad():
+        for a, b, c in zip(fresh(x), original, fused_outputs):
+            assert torch.equal(a, b)
+            torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match='fused for inference.*unfuse'):
+        model.load_state_dict(before)
+    model.unfuse()
+    model.load_state_dict(before)  # unfused again: loads
+
+
+def test_layer_depth_lookup_does_not_rebuild_the_map():
+    """get_layer_depth builds its name -> id map once per decay type, not once per call (which
+    made building the optimizer quadratic in the number of parameters)."""
+    model = ConvNeXt('atto')
+    names = [n for n, _ in model.named_parameters()]
+    calls = []
+    build = model._layer_ids
+    model._layer_ids = lambda decay_type: calls.append(decay_type) or build(decay_type)
+    first = [model.get_layer_depth(n) for n in names]
+    assert [model.get_layer_depth(n) for n in names] == first
+    for name in names:
+        model.get_layer_depth(name, 'stage_wise')
+    assert calls == ['layer_wise', 'stage_wise']
+
+
 def test_inference_path_keeps_autocast_dtypes():
     """Under autocast, the in-place path gives the dtypes (and values) of the autograd path:
     the bf16 branch times the fp32 layer scale is fp32, so nothing is written back in bf16."""

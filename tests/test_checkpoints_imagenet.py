@@ -11,7 +11,7 @@ from convnext_backbone import ConvNeXt
 from convnext_backbone.checkpoints import CheckpointError
 from convnext_backbone.checkpoints.imagenet import (convert_state_dict, detect_layout,
                                                     from_mmpretrain, from_timm,
-                                                    from_transformers, load_pretrained)
+                                                    from_transformers, load_pretrained, to_timm)
 
 from .helpers import randomize_
 
@@ -192,6 +192,45 @@ def test_converters_refuse_a_layout_they_do_not_convert():
                            'dict, got one of the official layout'):
             convert(official)
     assert convert_state_dict(official) == (official, 'official')
+
+
+@pytest.mark.parametrize('source', ['timm', 'official', 'detector'])
+def test_init_cfg_list_loads_every_pretrained_entry_exactly(tmp_path, source):
+    """A list-form init_cfg (as mmengine allows) goes through the exact loader too, after the
+    other entries (mmengine's order): before, mmengine's PretrainedInit loaded a timm file with
+    strict=False, matched no key and left the backbone random."""
+    ours = randomize_(ConvNeXt('atto'))
+    if source == 'timm':
+        peer = timm.create_model('convnext_atto', pretrained=False)
+        peer.load_state_dict(to_timm({k: v for k, v in ours.state_dict().items()
+                                      if not k.startswith('norm')}, conv_mlp=True), strict=False)
+        path, prefix = _save(tmp_path, peer.state_dict()), None
+    elif source == 'official':
+        path, prefix = _save(tmp_path, {'model': ours.state_dict()}), None
+    else:  # a whole detector, with the prefix given explicitly
+        detector = {f'backbone.{k}': v for k, v in ours.state_dict().items()}
+        detector['neck.conv.weight'] = torch.randn(8, 40, 1, 1)
+        path, prefix = _save(tmp_path, {'state_dict': detector}), 'backbone.'
+    pretrained = dict(type='Pretrained', checkpoint=path, prefix=prefix)
+    constant = dict(type='Constant', layer='LayerNorm', val=3.0)  # mmengine's, applied first
+    model = ConvNeXt('atto', init_cfg=[constant, pretrained])
+    model.init_weights()
+    loaded = [k for k in model.state_dict() if source != 'timm' or not k.startswith('norm')]
+    for key in loaded:
+        torch.testing.assert_close(model.state_dict()[key], ours.state_dict()[key], msg=key)
+    if source == 'timm':  # the dense output norms are not in an ImageNet file: mmengine's init
+        assert torch.all(model.norm0.weight == 3.0)
+
+
+def test_init_cfg_list_refuses_as_the_dict_form(tmp_path):
+    path = _save(tmp_path, {'model': ConvNeXt('femto').state_dict()})
+    model = ConvNeXt('atto', init_cfg=[dict(type='Pretrained', checkpoint=path),
+                                       dict(type='Constant', layer='Linear', val=1.0)])
+    with pytest.raises(CheckpointError, match='Shape mismatch'):
+        model.init_weights()
+    with pytest.raises(CheckpointError, match='No key of .* starts with prefix'):
+        ConvNeXt('atto', init_cfg=[dict(type='Pretrained', checkpoint=path,
+                                        prefix='backbone.')]).init_weights()
 
 
 def test_convert_weights_tool_round_trip(tmp_path):
