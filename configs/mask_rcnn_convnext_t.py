@@ -14,7 +14,7 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.4,
         layer_scale_init_value=1.0,  # the detection recipes' value, not the 1e-6 of ImageNet
-        # Any published layout loads (official, timm, mmpretrain, transformers); see README.
+        # Any published layout loads (official, timm, mmpretrain, transformers); see docs/weights.md.
         # A URL is read from checkpoints/<file name>, $CONVNEXT_CHECKPOINTS or the cache
         # (~/.cache/convnext_backbone/checkpoints), else downloaded there once.
         init_cfg=dict(

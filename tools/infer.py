@@ -106,7 +106,7 @@ def main(argv=None):
     device = run_device(args.device)
     check_mmcv_ops(cfg, device)  # before anything is built
     if device == 'cpu':
-        keep_freed_memory()  # CPU inference near its matmul floor (README "Speed")
+        keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
     inferencer = build_inferencer(cfg, args.checkpoint, device)
     os.makedirs(args.out_dir, exist_ok=True)
     import mmcv

@@ -34,7 +34,7 @@ def main(argv=None):
                          data=args.data, data_splits=args.data_split)
     check_mmcv_ops(cfg, run_device())  # before anything is built
     if run_device() == 'cpu':
-        keep_freed_memory()  # CPU inference near its matmul floor (README "Speed")
+        keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
     check_dataset(cfg, phases=('test', ))
     cfg.load_from = args.checkpoint
     if args.tta:

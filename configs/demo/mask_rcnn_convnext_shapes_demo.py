@@ -72,4 +72,4 @@ param_scheduler = [
 optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(num_layers='auto'))
 default_hooks = dict(logger=dict(interval=10),
                      checkpoint=dict(interval=1, max_keep_ckpts=2))
-randomness = dict(seed=0)  # the README's figures come from this seed
+randomness = dict(seed=0)  # the demo figures (docs/demos.md) come from this seed

@@ -46,4 +46,4 @@ param_scheduler = [
 optim_wrapper = dict(optimizer=dict(lr=2e-3), paramwise_cfg=dict(num_layers='auto'))
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=max_iters // 2, max_keep_ckpts=2))
-randomness = dict(seed=0)  # the README's figures come from this seed
+randomness = dict(seed=0)  # the demo figures (docs/demos.md) come from this seed

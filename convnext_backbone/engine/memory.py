@@ -11,7 +11,7 @@ def keep_freed_memory() -> bool:
     blocks are freed) by a fresh mmap and unmaps it when freed, and returns free memory at the
     heap's top to the OS: then an activation of the next forward may be fresh memory, whose pages
     fault in on first write, a pass over memory that the matmuls do not need (CPU inference of
-    ConvNeXt-T at 800x1216: 1.29x its matmul floor without, 1.16x with; README "Speed").
+    ConvNeXt-T at 800x1216: 1.29x its matmul floor without, 1.16x with; docs/speed.md).
     """
     import ctypes
     try:
