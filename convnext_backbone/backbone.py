@@ -13,7 +13,7 @@ load without renaming and the official layer-decay rule applies by name.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -29,9 +29,14 @@ from .checkpoints.imagenet import load_pretrained
 
 __all__ = ['ConvNeXt', 'ConvNeXtBlock', 'GRN']
 
-# Overall stride of the stem and of each downsampling layer: stage i runs at 4 * 2**i.
+# Stride of the stem and of each downsampling layer: at output stride 32 (the default) stage i
+# runs at 4 * 2**i.
 STEM_STRIDE = 4
 STAGE_STRIDES = (4, 8, 16, 32)
+# The output strides ConvNeXt(output_stride=...) supports, as timm's ConvNeXt: the stride of the
+# last stage; the stages after the one that reaches it keep its resolution and dilate.
+OUTPUT_STRIDES = (8, 16, 32)
+KERNEL_SIZE = 7  # of the depthwise convolutions
 LN_EPS = 1e-6  # the paper's LayerNorm epsilon, everywhere
 
 
@@ -67,6 +72,8 @@ class ConvNeXtBlock(nn.Module):
             0 disables it (ConvNeXt V2).
         use_grn (bool): Put Global Response Normalization after GELU (ConvNeXt V2).
         with_cp (bool): Recompute the block in backward instead of storing its activations.
+        dilation (int): Dilation of the depthwise convolution (stages past the output stride);
+            the padding grows with it, so the block keeps its input's size.
     """
 
     def __init__(self,
@@ -74,9 +81,12 @@ class ConvNeXtBlock(nn.Module):
                  drop_path: float = 0.0,
                  layer_scale_init_value: float = 1e-6,
                  use_grn: bool = False,
-                 with_cp: bool = False) -> None:
+                 with_cp: bool = False,
+                 dilation: int = 1) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(channels, channels, kernel_size=7, padding=3, groups=channels)
+        self.dwconv = nn.Conv2d(channels, channels, kernel_size=KERNEL_SIZE,
+                                padding=dilation * (KERNEL_SIZE - 1) // 2, dilation=dilation,
+                                groups=channels)
         self.norm = nn.LayerNorm(channels, eps=LN_EPS)
         self.pwconv1 = nn.Linear(channels, 4 * channels)
         self.act = nn.GELU()
@@ -144,7 +154,14 @@ class ConvNeXt(BaseModule):
     the root).
 
     Input sizes need not be multiples of 32: the stem and downsampling convolutions floor odd
-    sizes, exactly like the reference implementation. An input must be at least 32x32.
+    sizes, exactly like the reference implementation. An input must be at least
+    ``output_stride`` pixels high and wide (one cell of the last stage).
+
+    With ``output_stride`` 16 or 8 the stages past it run at that stride, as timm's ConvNeXt
+    does it (and DeepLab's dilated backbones): their downsampling convolution stops striding
+    (the first such one, 2x2 with dilation 1, pads one zero row and column at the bottom and
+    right; the second, dilated by 2, one on each side) and their 7x7 depthwise convolutions
+    dilate by 2, then 4. No parameter changes, so every checkpoint loads as it is.
 
     Args:
         arch (str | dict): A size from ``ARCH_SETTINGS`` published for ``version``, or a dict
@@ -164,6 +181,8 @@ class ConvNeXt(BaseModule):
         channels_last (bool): Run in channels-last memory layout, which removes the copies that
             the blocks' permutations otherwise cost. Outputs are equal either way, and always
             contiguous NCHW tensors.
+        output_stride (int): Stride of the last stage, one of ``OUTPUT_STRIDES`` (8, 16, 32);
+            below 32 the later stages dilate instead of downsampling (see above).
         init_cfg (dict | list[dict], optional): mmengine initialization config;
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)`` loads ImageNet or
             detector/segmentor weights of any supported layout exactly (see
@@ -180,6 +199,7 @@ class ConvNeXt(BaseModule):
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  channels_last: bool = True,
+                 output_stride: int = 32,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.depths, self.widths = _resolve_arch(arch, version)
@@ -199,6 +219,16 @@ class ConvNeXt(BaseModule):
                              f'first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.channels_last = channels_last
+        if (not isinstance(output_stride, int) or isinstance(output_stride, bool)
+                or output_stride not in OUTPUT_STRIDES):
+            raise ValueError(f'output_stride must be one of {", ".join(map(str, OUTPUT_STRIDES))}'
+                             ' (the stride of the last stage; the stages past it dilate), got '
+                             f'{output_stride!r}')
+        self.output_stride = output_stride
+        plan = _stage_plan(output_stride)
+        # Stride (relative to the input) at which each stage runs, and its blocks' dilation.
+        self.stage_strides: Tuple[int, ...] = tuple(p.stride for p in plan)
+        self.dilations: Tuple[int, ...] = tuple(p.dilation for p in plan)
 
         # downsample_layers[0] is the patchify stem, [1..3] the LayerNorm + 2x2 conv between
         # stages (names as in the official code, so official checkpoints load directly).
@@ -209,10 +239,16 @@ class ConvNeXt(BaseModule):
                 LayerNorm2d(self.widths[0], eps=LN_EPS))
         ])
         for i in range(1, 4):
+            if plan[i].downsample_stride > 1:
+                conv = nn.Conv2d(self.widths[i - 1], self.widths[i], kernel_size=2, stride=2)
+            else:
+                # NOTE: as timm's ConvNeXtStage: the same 2x2 weights, stride 1, dilated like
+                # the previous stage's blocks, 'same' padding. For an even kernel PyTorch pads
+                # the odd pixel at the bottom / right with zeros, as timm's Conv2dSame does.
+                conv = nn.Conv2d(self.widths[i - 1], self.widths[i], kernel_size=2, stride=1,
+                                 dilation=plan[i].downsample_dilation, padding='same')
             self.downsample_layers.append(
-                nn.Sequential(
-                    LayerNorm2d(self.widths[i - 1], eps=LN_EPS),
-                    nn.Conv2d(self.widths[i - 1], self.widths[i], kernel_size=2, stride=2)))
+                nn.Sequential(LayerNorm2d(self.widths[i - 1], eps=LN_EPS), conv))
 
         rates = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
@@ -220,8 +256,10 @@ class ConvNeXt(BaseModule):
             first = sum(self.depths[:i])
             self.stages.append(
                 nn.Sequential(*[
-                    ConvNeXtBlock(width, rates[first + j], layer_scale_init_value, self.use_grn,
-                                  with_cp) for j in range(depth)
+                    ConvNeXtBlock(width, drop_path=rates[first + j],
+                                  layer_scale_init_value=layer_scale_init_value,
+                                  use_grn=self.use_grn, with_cp=with_cp,
+                                  dilation=self.dilations[i]) for j in range(depth)
                 ]))
         # One channels-first LayerNorm per returned stage, as in the paper's dense models.
         for i in self.out_indices:
@@ -244,14 +282,15 @@ class ConvNeXt(BaseModule):
 
     @property
     def out_strides(self) -> Tuple[int, ...]:
-        """Stride (relative to the input) of each returned feature map, in output order."""
-        return tuple(STAGE_STRIDES[i] for i in self.out_indices)
+        """Stride (relative to the input) of each returned feature map, in output order; none
+        above ``output_stride``."""
+        return tuple(self.stage_strides[i] for i in self.out_indices)
 
     @property
     def feature_info(self) -> List[dict]:
         """Outputs as data, timm-style: channels, reduction and the norm module of each."""
         return [
-            dict(num_chs=self.widths[i], reduction=STAGE_STRIDES[i], module=f'norm{i}')
+            dict(num_chs=self.widths[i], reduction=self.stage_strides[i], module=f'norm{i}')
             for i in self.out_indices
         ]
 
@@ -276,10 +315,10 @@ class ConvNeXt(BaseModule):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'ConvNeXt expects input of shape (N, {self.in_channels}, H, W), '
                              f'got {tuple(x.shape)}')
-        if x.shape[2] < STAGE_STRIDES[-1] or x.shape[3] < STAGE_STRIDES[-1]:
-            raise ValueError(f'ConvNeXt needs an input of at least {STAGE_STRIDES[-1]}x'
-                             f'{STAGE_STRIDES[-1]} pixels (one stride-32 cell), got '
-                             f'{x.shape[2]}x{x.shape[3]}')
+        least = self.output_stride  # one cell of the last stage
+        if x.shape[2] < least or x.shape[3] < least:
+            raise ValueError(f'ConvNeXt needs an input of at least {least}x{least} pixels (one '
+                             f'stride-{least} cell), got {x.shape[2]}x{x.shape[3]}')
 
     def _fusable_params(self) -> Dict[str, nn.Parameter]:
         """The parameters that ``fuse_for_inference()`` changes, by state-dict name."""
@@ -378,6 +417,8 @@ class ConvNeXt(BaseModule):
         Ids run from 0 (stem) to ``num_layers`` (last stage); parameters outside the
         downsampling layers and stages (e.g. the output norms) get ``num_layers + 1``, i.e. the
         full learning rate. The learning-rate scale is ``decay_rate ** (num_layers + 1 - id)``.
+        Ids count layers in depth, not resolution: ``output_stride`` changes none of them (a
+        dilated stage is as deep, with the same parameters).
 
         Args:
             param_name (str): Parameter name, as in ``named_parameters()``.
@@ -410,6 +451,31 @@ class ConvNeXt(BaseModule):
                 ids.update({name: layer_id for name, _ in
                             block.named_parameters(prefix=f'stages.{i}.{j}')})
         return ids
+
+
+class _StagePlan(NamedTuple):
+    """How a stage runs for an output stride."""
+    stride: int  # at which the stage's blocks run, relative to the input
+    downsample_stride: int  # of its downsampling layer (the stem for stage 0)
+    downsample_dilation: int  # of its downsampling convolution
+    dilation: int  # of its blocks' depthwise convolutions
+
+
+def _stage_plan(output_stride: int) -> Tuple[_StagePlan, ...]:
+    """timm's rule (``timm.models.convnext.ConvNeXt``): once the running stride has reached
+    ``output_stride``, a stage's downsampling layer keeps stride 1 and the dilation doubles in
+    its place; the downsampling convolution takes the previous stages' dilation (1 for the
+    first dilated stage, 2 for the second, timm's ``first_dilation``)."""
+    plan = [_StagePlan(STEM_STRIDE, STEM_STRIDE, 1, 1)]
+    running, dilation = STEM_STRIDE, 1
+    for _ in range(1, 4):
+        stride = 2
+        if running >= output_stride:
+            dilation, stride = dilation * stride, 1
+        running *= stride
+        first_dilation = 1 if dilation in (1, 2) else 2
+        plan.append(_StagePlan(running, stride, first_dilation, dilation))
+    return tuple(plan)
 
 
 def _is_pretrained(init_cfg) -> bool:

@@ -1,4 +1,5 @@
 """The backbone: shapes for every arch, parity with timm, options, bad input, registries."""
+import re
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import timm
 import torch
 
 from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
-from convnext_backbone.checkpoints.imagenet import from_timm
+from convnext_backbone.checkpoints.imagenet import from_timm, to_timm
 
 from .helpers import randomize_
 
@@ -71,6 +72,102 @@ def test_parity_with_timm(timm_name, arch, version, channels_last):
         assert a.is_contiguous()  # NCHW in memory too: mmcv's ops read it as such
 
 
+def _timm_features(timm_name: str, output_stride: int) -> torch.nn.Module:
+    """timm's ``features_only`` model with random weights, eval mode."""
+    return randomize_(timm.create_model(timm_name, pretrained=False, features_only=True,
+                                        output_stride=output_stride)).eval()
+
+
+def _timm_layout(features_state: dict) -> dict:
+    """A features_only model's keys (``stem_0``, ``stages_1``) -> the timm model's."""
+    return {re.sub(r'^(stem|stages)_(\d+)\.', r'\1.\2.', k): v for k, v in features_state.items()}
+
+
+@pytest.mark.parametrize('timm_name,arch,version', [('convnext_atto', 'atto', 'v1'),
+                                                    ('convnextv2_atto', 'atto', 'v2')])
+@pytest.mark.parametrize('output_stride,channels_last', [(32, True), (16, True), (16, False),
+                                                         (8, True), (8, False)])
+def test_output_stride_matches_timm_features_only(timm_name, arch, version, output_stride,
+                                                  channels_last):
+    """timm's ``features_only=True, output_stride=...`` model and ours, same weights (moved with
+    from_timm), an input that is no multiple of 32 (odd sizes at the dilated stages, where the
+    'same' padding of the 2x2 downsampling convolution is one-sided): equal stage features
+    through our norms, and the same strides."""
+    peer = _timm_features(timm_name, output_stride)
+    model = randomize_(ConvNeXt(arch, version=version, output_stride=output_stride,
+                                channels_last=channels_last))
+    missing, unexpected = model.load_state_dict(from_timm(_timm_layout(peer.state_dict())),
+                                                strict=False)
+    assert all(k.startswith('norm') for k in missing) and not unexpected
+    model.eval()
+    assert list(model.out_strides) == peer.feature_info.reduction()
+    assert [f['reduction'] for f in model.feature_info] == peer.feature_info.reduction()
+    assert list(model.out_channels) == peer.feature_info.channels()
+    x = torch.randn(2, 3, 70, 45)
+    with torch.no_grad():
+        ours, theirs = model(x), peer(x)
+    assert len(ours) == len(theirs) == 4
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        sides = tuple(_floor_size(n, i, output_stride) for n in (70, 45))
+        assert a.shape[1:] == (model.widths[i], *sides), i
+        torch.testing.assert_close(a, getattr(model, f'norm{i}')(b), rtol=1e-5, atol=1e-5)
+        assert a.is_contiguous()
+
+
+def _floor_size(size: int, stage: int, output_stride: int) -> int:
+    """A stage's side length: the stem floors to size // 4, every striding layer halves it
+    (floored), and a stage past the output stride keeps its input's."""
+    size //= 4
+    for i in range(1, stage + 1):
+        if 4 * 2**i <= output_stride:
+            size //= 2
+    return size
+
+
+def test_output_stride_plan_and_parameters():
+    """What changes with the output stride: the strides, dilations and padding of the later
+    stages, as timm plans them (``first_dilation`` 1, then 2). What does not: the parameters
+    (names and shapes: one state dict fits all) and their layer-decay depths."""
+    models = {s: ConvNeXt('atto', output_stride=s) for s in (32, 16, 8)}
+    expected = {32: ((4, 8, 16, 32), (1, 1, 1, 1)), 16: ((4, 8, 16, 16), (1, 1, 1, 2)),
+                8: ((4, 8, 8, 8), (1, 1, 2, 4))}
+    for stride, model in models.items():
+        assert (model.stage_strides, model.dilations) == expected[stride]
+        assert model.out_strides == expected[stride][0]
+        for i, dilation in enumerate(model.dilations):
+            dwconv = model.stages[i][0].dwconv
+            assert dwconv.dilation == (dilation, dilation)
+            assert dwconv.padding == (3 * dilation, 3 * dilation)  # 'same' for 7x7
+    convs = {s: [m.downsample_layers[i][1] for i in (2, 3)] for s, m in models.items()}
+    assert [(c.stride, c.dilation, c.padding) for c in convs[32]] == [((2, 2), (1, 1), (0, 0))] * 2
+    assert [(c.stride, c.dilation, c.padding) for c in convs[16]] == [
+        ((2, 2), (1, 1), (0, 0)), ((1, 1), (1, 1), 'same')]
+    assert [(c.stride, c.dilation, c.padding) for c in convs[8]] == [
+        ((1, 1), (1, 1), 'same'), ((1, 1), (2, 2), 'same')]
+    shapes = {s: {k: v.shape for k, v in m.state_dict().items()} for s, m in models.items()}
+    assert shapes[32] == shapes[16] == shapes[8]
+    models[8].load_state_dict(randomize_(models[32]).state_dict())  # strict
+    for decay_type in ('layer_wise', 'stage_wise'):
+        depths = {s: [m.get_layer_depth(n, decay_type) for n, _ in m.named_parameters()]
+                  for s, m in models.items()}
+        assert depths[32] == depths[16] == depths[8]
+
+
+@pytest.mark.parametrize('layout', ['official', 'timm'])
+def test_imagenet_layouts_load_unchanged_at_output_stride_8(tmp_path, layout):
+    """An ImageNet file loads into a dilated backbone exactly as into the default one."""
+    source = randomize_(ConvNeXt('atto'))
+    weights = {k: v for k, v in source.state_dict().items() if not k.startswith('norm')}
+    path = tmp_path / 'atto.pth'
+    torch.save({'model': weights} if layout == 'official' else to_timm(weights), path)
+    model = ConvNeXt('atto', output_stride=8,
+                     init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    loaded = model.state_dict()
+    for key, value in weights.items():
+        assert torch.equal(loaded[key], value), key
+
+
 @pytest.mark.parametrize('channels_last', [True, False])
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_outputs_are_nchw_in_memory_for_mmcv_roi_align(channels_last, mode):
@@ -94,9 +191,10 @@ def test_every_parameter_gets_a_gradient():
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
-def test_with_cp_matches_plain(version):
-    plain = randomize_(ConvNeXt('atto', version=version))
-    ckpt = ConvNeXt('atto', version=version, with_cp=True)
+@pytest.mark.parametrize('output_stride', [32, 8])
+def test_with_cp_matches_plain(version, output_stride):
+    plain = randomize_(ConvNeXt('atto', version=version, output_stride=output_stride))
+    ckpt = ConvNeXt('atto', version=version, with_cp=True, output_stride=output_stride)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
     grads = []
@@ -130,11 +228,12 @@ def test_frozen_stages(frozen_stages):
         torch.testing.assert_close(model(x)[-1], model(x)[-1])
 
 
-def test_frozen_stages_train_like_trainable_ones():
+@pytest.mark.parametrize('output_stride', [32, 16])
+def test_frozen_stages_train_like_trainable_ones(output_stride):
     """Frozen stages run without autograd (the in-place path) inside a training step; the
     outputs and the gradients of the stages after them are those of an unfrozen copy."""
-    frozen = randomize_(ConvNeXt('atto', frozen_stages=2)).train()
-    plain = ConvNeXt('atto')
+    frozen = randomize_(ConvNeXt('atto', frozen_stages=2, output_stride=output_stride)).train()
+    plain = ConvNeXt('atto', output_stride=output_stride)
     plain.load_state_dict(frozen.state_dict())
     plain.train()
     x = torch.randn(2, 3, 64, 96)
@@ -185,6 +284,11 @@ def test_custom_arch_dict_and_layer_scale():
     (dict(frozen_stages=5), 'frozen_stages must be in -1..4'),
     (dict(version='v2', layer_scale_init_value=1e-6), 'V2 has no layer scale'),
     (dict(drop_path_rate=1.0), 'drop_path_rate must be in [0, 1)'),
+    (dict(output_stride=4), 'output_stride must be one of 8, 16, 32 (the stride of the last '
+     'stage; the stages past it dilate), got 4'),
+    (dict(output_stride=64), 'output_stride must be one of 8, 16, 32'),
+    (dict(output_stride='16'), "got '16'"),
+    (dict(output_stride=16.0), 'got 16.0'),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')
@@ -200,6 +304,15 @@ def test_bad_arguments(kwargs, message):
 def test_bad_input(shape, message):
     with pytest.raises(ValueError, match=message):
         ConvNeXt('atto')(torch.randn(*shape))
+
+
+def test_smallest_input_is_one_cell_of_the_output_stride():
+    model = ConvNeXt('atto', output_stride=16).eval()
+    assert [tuple(o.shape[2:]) for o in model(torch.randn(1, 3, 16, 20))] == [(4, 5), (2, 2),
+                                                                             (1, 1), (1, 1)]
+    with pytest.raises(ValueError, match=r'at least 16x16 pixels \(one stride-16 cell\), got '
+                       '15x64'):
+        model(torch.randn(1, 3, 15, 64))
 
 
 def test_builds_from_mmdet_and_mmseg_registries():
@@ -223,10 +336,11 @@ def test_core_imports_without_mmdet_mmseg_mmcv():
 
 
 @pytest.mark.parametrize('version', ['v1', 'v2'])
-def test_inference_paths_match_the_plain_path(version):
+@pytest.mark.parametrize('output_stride', [32, 8])
+def test_inference_paths_match_the_plain_path(version, output_stride):
     """The in-place no-grad path and fuse_for_inference() equal the autograd path, and leave
     the input as it was."""
-    model = randomize_(ConvNeXt('atto', version=version)).eval()
+    model = randomize_(ConvNeXt('atto', version=version, output_stride=output_stride)).eval()
     x = torch.randn(2, 3, 64, 96)
     x_before = x.clone()
     plain = model(x)  # grad enabled: the plain PyTorch path
@@ -307,12 +421,14 @@ def test_inference_path_keeps_autocast_dtypes():
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('mode', ['train', 'eval'])
-def test_torch_compile_sees_one_graph(mode):
+@pytest.mark.parametrize('mode,output_stride', [('train', 32), ('eval', 32), ('eval', 8)])
+def test_torch_compile_sees_one_graph(mode, output_stride):
     """torch.compile captures the whole backbone without graph breaks, in a training step
-    (drop path, autograd path) and in no-grad inference (the in-place path)."""
+    (drop path, autograd path) and in no-grad inference (the in-place path); with output
+    stride 8 too (dilated and 'same'-padded convolutions)."""
     torch._dynamo.reset()
-    model = ConvNeXt('atto', drop_path_rate=0.1 if mode == 'train' else 0.0)
+    model = ConvNeXt('atto', drop_path_rate=0.1 if mode == 'train' else 0.0,
+                     output_stride=output_stride)
     model.train(mode == 'train')
     x = torch.randn(1, 3, 64, 64)
     with torch.set_grad_enabled(mode == 'train'):
