@@ -15,7 +15,7 @@ go the other way (the benchmark gives the peers our weights with them).
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -100,23 +100,51 @@ def _linear(value: torch.Tensor) -> torch.Tensor:
     return value.flatten(1) if value.dim() == 4 else value
 
 
+# Names of the same tensors in two layouts, (official, other), applied in order; ``{n}`` stands
+# for a number, the same in both. One table serves both directions.
+NameTable = Sequence[Tuple[str, str]]
+TIMM_NAMES: NameTable = (
+    ('^downsample_layers.0.', '^stem.'),
+    ('^downsample_layers.{n}.', '^stages.{n}.downsample.'),
+    ('^stages.{n}.{n}.', '^stages.{n}.blocks.{n}.'),
+    ('.dwconv.', '.conv_dw.'),
+    ('.pwconv{n}.', '.mlp.fc{n}.'),
+    ('.grn.gamma', '.mlp.grn.weight'),
+    ('.grn.beta', '.mlp.grn.bias'),
+    ('^head.', '^head.fc.'),  # before the norm: head.norm. must not become head.fc.norm.
+    ('^norm.', '^head.norm.'),
+)
+MMPRETRAIN_NAMES: NameTable = (
+    ('.dwconv.', '.depthwise_conv.'),
+    ('.pwconv{n}.', '.pointwise_conv{n}.'),
+    ('^head.', '^head.fc.'),
+)
+
+
+def _rename(key: str, table: NameTable, to_official: bool) -> str:
+    """``key`` renamed by the entries of ``table`` that match, in one direction (the table's
+    order towards the other layout, the reverse order back)."""
+    entries = [(other, official) for official, other in reversed(table)] if to_official \
+        else list(table)
+    for source, target in entries:
+        anchor = '^' if source.startswith('^') else ''
+        pattern = anchor + re.escape(source.lstrip('^')).replace(r'\{n\}', r'(\d+)')
+        numbers = iter(range(1, 10))  # the n-th {n} of the target is the n-th group
+        replacement = re.sub(r'\{n\}', lambda _: f'\\{next(numbers)}', target.lstrip('^'))
+        key = re.sub(pattern, replacement, key, count=1)
+    return key
+
+
 def from_timm(state_dict: StateDict) -> StateDict:
     """timm (``stem``, ``stages.i.downsample``, ``stages.i.blocks.j``) -> official."""
     _expect_layout(state_dict, 'timm')
     out = {}
     for key, value in state_dict.items():
-        key = re.sub(r'^stem\.', 'downsample_layers.0.', key)
-        key = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', key)
-        key = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.', r'stages.\1.\2.', key)
-        key = key.replace('.conv_dw.', '.dwconv.')
-        if re.search(r'\.mlp\.fc[12]\.weight$', key):
+        key = _rename(key, TIMM_NAMES, to_official=True)
+        if re.search(r'\.pwconv[12]\.weight$', key):
             value = _linear(value)
-        key = re.sub(r'\.mlp\.fc([12])\.', r'.pwconv\1.', key)
-        if '.mlp.grn.' in key:
-            key = key.replace('.mlp.grn.weight', '.grn.gamma').replace('.mlp.grn.bias', '.grn.beta')
+        if '.grn.' in key:
             value = _grn(value)
-        key = re.sub(r'^head\.norm\.', 'norm.', key)
-        key = re.sub(r'^head\.fc\.', 'head.', key)
         out[key] = value
     return out
 
@@ -134,16 +162,13 @@ def from_mmpretrain(state_dict: StateDict, dense: Optional[bool] = None) -> Stat
         dense = any(re.match(r'^(backbone\.)?norm[012]\.', k) for k in state_dict)
     out = {}
     for key, value in state_dict.items():
-        key = re.sub(r'^backbone\.', '', key)
-        key = key.replace('.depthwise_conv.', '.dwconv.')
-        key = re.sub(r'\.pointwise_conv([12])\.', r'.pwconv\1.', key)
+        key = _rename(re.sub(r'^backbone\.', '', key), MMPRETRAIN_NAMES, to_official=True)
         if '.grn.' in key:
             value = _grn(value)
         if not dense:
             # A classifier's only norm, on the last stage, is the final (pre-head) norm; a
             # dense model's norm0..3 are per-stage output norms, as in this package.
             key = re.sub(r'^norm3\.', 'norm.', key)
-        key = re.sub(r'^head\.fc\.', 'head.', key)
         out[key] = value
     return out
 
@@ -181,20 +206,11 @@ def to_timm(state_dict: StateDict, conv_mlp: bool = False) -> StateDict:
     _expect_layout(state_dict, 'official')
     out = {}
     for key, value in state_dict.items():
-        key = re.sub(r'^downsample_layers\.0\.', 'stem.', key)
-        key = re.sub(r'^downsample_layers\.(\d+)\.', r'stages.\1.downsample.', key)
-        key = re.sub(r'^stages\.(\d+)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
-        key = key.replace('.dwconv.', '.conv_dw.')
         if conv_mlp and re.search(r'\.pwconv[12]\.weight$', key):
             value = value[:, :, None, None]
-        key = re.sub(r'\.pwconv([12])\.', r'.mlp.fc\1.', key)
         if '.grn.' in key:
-            key = key.replace('.grn.gamma', '.mlp.grn.weight').replace('.grn.beta',
-                                                                        '.mlp.grn.bias')
             value = value.reshape(-1)
-        key = re.sub(r'^norm\.', 'head.norm.', key)
-        key = re.sub(r'^head\.(weight|bias)$', r'head.fc.\1', key)
-        out[key] = value
+        out[_rename(key, TIMM_NAMES, to_official=False)] = value
     return out
 
 
@@ -204,14 +220,11 @@ def to_mmpretrain(state_dict: StateDict, dense: bool = True) -> StateDict:
     _expect_layout(state_dict, 'official')
     out = {}
     for key, value in state_dict.items():
-        key = key.replace('.dwconv.', '.depthwise_conv.')
-        key = re.sub(r'\.pwconv([12])\.', r'.pointwise_conv\1.', key)
         if '.grn.' in key:
             value = value.reshape(-1)
         if not dense:
             key = re.sub(r'^norm\.', 'norm3.', key)
-        key = re.sub(r'^head\.(weight|bias)$', r'head.fc.\1', key)
-        out[key] = value
+        out[_rename(key, MMPRETRAIN_NAMES, to_official=False)] = value
     return out
 
 
