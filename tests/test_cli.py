@@ -86,3 +86,19 @@ print(before - rss())
     assert run.returncode == 0, run.stderr[-2000:]
     released_kb = int(run.stdout.split()[-1])
     assert (released_kb < 10_000) if keep else (released_kb > 150_000), released_kb
+
+
+@pytest.mark.parametrize('script,args,expected', [
+    ('dist_train.sh', ['cfg.py', '2', '--amp'], '--nproc_per_node=2 {tools}/train.py cfg.py --amp'),
+    ('dist_test.sh', ['cfg.py', 'ck.pth', '4'], '--nproc_per_node=4 {tools}/test.py cfg.py ck.pth'),
+])
+def test_dist_scripts_run_torchrun_on_the_tool(tmp_path, script, args, expected):
+    fake = tmp_path / 'python'  # prints what torchrun would be called with
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    run = subprocess.run(['bash', osp.join(ROOT, 'tools', script), *args], capture_output=True,
+                         text=True, env=dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}'),
+                         check=True)
+    assert run.stdout.startswith('-m torch.distributed.run --nnodes=1 --node_rank=0')
+    assert expected.format(tools=osp.join(ROOT, 'tools')) in run.stdout
+    assert run.stdout.rstrip().endswith('--launcher pytorch')
