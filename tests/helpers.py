@@ -55,6 +55,19 @@ def tool_output(cwd, *args, module=None) -> str:
     return run.stdout + run.stderr
 
 
+# ---------------------------------------------------------------------------------- pictures
+def palette_classes(picture, image, palette, alpha: float):
+    """Per pixel, the class whose palette colour a segmentation picture shows: mmseg's
+    visualizer draws ``image * (1 - alpha) + palette[class] * alpha``; -1 where the picture
+    is the image's own (nothing drawn there)."""
+    import numpy as np
+    drawn = (picture.astype(np.float64) - image.astype(np.float64) * (1 - alpha)) / alpha
+    colours = np.asarray(palette, np.float64)
+    distance = np.abs(drawn[..., None, :] - colours).max(-1)  # (H, W, classes)
+    nearest = distance.argmin(-1)
+    return np.where(distance.min(-1) <= 3 / alpha, nearest, -1)
+
+
 # ------------------------------------------------------------------------------------ models
 def randomize_(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
     """Give every parameter random values, so that layer scales (1e-6 at init) and GRN (zero at

@@ -1,21 +1,25 @@
 """End to end through the command-line tools, on generated data: the demos learn, distributed
 training keeps ranks identical, resume continues the schedule, non-finite losses stop."""
+import json
 import os.path as osp
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from mmseg.datasets import ADE20KDataset
 from PIL import Image
 
 from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes
 from convnext_backbone.checkpoints import allow_mmengine_checkpoints
 from convnext_backbone.engine import NonFiniteLossHook
 
-from .helpers import (ADE_DEMO, COCO_DEMO, MMPRETRAIN_BACKBONE, ROOT, build, hf_upernet, run_tool,
-                      save, tool_output)
+from .helpers import (ADE_DEMO, COCO_DEMO, MMPRETRAIN_BACKBONE, ROOT, build, hf_upernet,
+                      palette_classes, run_tool, save, tool_output)
 
+INFER_ALPHA = 0.6  # tools/infer.py's segmentation overlay
 
 
 def _config(tmp_path, base, body):
@@ -64,8 +68,22 @@ param_scheduler = [
     assert metrics['bbox_mAP_50'] >= 0.5 and metrics['segm_mAP_50'] >= 0.5, metrics
     out = tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(data / 'val2017' / '000001.jpg'),
                       '--out-dir', str(tmp_path / 'vis'))
-    picture = Image.open(tmp_path / 'vis' / '000001_pred.png')
-    assert picture.size == (192, 192)
+    picture = np.asarray(Image.open(tmp_path / 'vis' / '000001_pred.png').convert('RGB'))
+    image = np.asarray(Image.open(data / 'val2017' / '000001.jpg').convert('RGB'))
+    assert picture.shape == image.shape == (192, 192, 3)
+    # The shapes are drawn over (masks, boxes, names), the background far from them is not.
+    annotations = json.loads((data / 'annotations' / 'instances_val2017.json').read_text())
+    image_id = next(im['id'] for im in annotations['images'] if im['file_name'] == '000001.jpg')
+    inside = np.zeros(image.shape[:2], bool)
+    for ann in annotations['annotations']:
+        if ann['image_id'] == image_id:
+            x, y, w, h = (int(round(v)) for v in ann['bbox'])
+            inside[y:y + h, x:x + w] = True
+    changed = np.abs(picture.astype(int) - image).max(-1) > 20
+    near = np.zeros_like(inside)  # boxes and names may be drawn a few pixels beyond an object
+    for y, x in zip(*np.nonzero(inside)):
+        near[max(0, y - 24):y + 8, max(0, x - 8):x + 8] = True
+    assert changed[inside].mean() > 0.5 and changed[~near].mean() < 0.02
 
 
 @pytest.mark.slow
@@ -149,7 +167,13 @@ default_hooks = dict(checkpoint=dict(interval=max_iters))
     image = data_root / 'images' / 'validation' / 'ADE_valid_00000000.jpg'
     tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(image), '--out-dir',
                 str(tmp_path / 'vis'))
-    assert Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png').size == (128, 128)
+    # Each region in the colour of its class (mostly: the model learned, mIoU >= 50).
+    picture = np.asarray(Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png'))[..., :3]
+    truth = np.asarray(Image.open(data_root / 'annotations' / 'validation' /
+                                  'ADE_valid_00000000.png')).astype(int) - 1  # reduce_zero
+    seen = palette_classes(picture, np.asarray(Image.open(image).convert('RGB')),
+                           ADE20KDataset.METAINFO['palette'], INFER_ALPHA)
+    assert (seen[truth >= 0] == truth[truth >= 0]).mean() > 0.5
 
 
 def test_missing_data_fails_at_start_with_the_path(tmp_path):
@@ -215,7 +239,11 @@ test_dataloader = val_dataloader
     assert 'mIoU' in _metrics(out)
     tool_output(tmp_path, 'tools/infer.py', seg_cfg, tmp_path / 'hf', seg_image, '--out-dir',
                 tmp_path / 'vis')
-    assert Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png').size == (128, 128)
+    # Random weights: some label everywhere, so every pixel shows the image under a class colour.
+    picture = np.asarray(Image.open(tmp_path / 'vis' / 'ADE_valid_00000000_pred.png'))[..., :3]
+    seen = palette_classes(picture, np.asarray(Image.open(seg_image).convert('RGB')),
+                           ADE20KDataset.METAINFO['palette'], INFER_ALPHA)
+    assert picture.shape == (128, 128, 3) and (seen >= 0).mean() > 0.9
 
     misfit = run_tool(tmp_path, 'tools/test.py', det_cfg, zoo80, '--work-dir',
                       tmp_path / 'w3', returncode=1)
