@@ -1,103 +1,72 @@
-"""The benchmark keeps working (tiny size, one repeat; no timing assertions): every peer, the
-matmul floor, autocast and channels-last cases, the compiled rows."""
+"""The benchmark's parts (``convnext_backbone.benchmark``) and its command line, at sizes that run
+in seconds on CPU; no timing assertions (times depend on the machine and its load)."""
 import json
-import os.path as osp
-import subprocess
-import sys
+import platform
 
 import pytest
+import timm
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from convnext_backbone import ConvNeXt
+from convnext_backbone.benchmark import parse_args
+from convnext_backbone.benchmark.floor import MatmulFloor, matmul_peak_gflops
+from convnext_backbone.benchmark.measure import (COMPILED, FLOOR, count_flops,
+                                                 cpu_peak_allocated, precision_name, run_case,
+                                                 train_step_activations)
+from convnext_backbone.benchmark.peers import PEERS, build_peers, max_relative_difference
+from convnext_backbone.benchmark.report import to_markdown
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools'))
+from .helpers import randomize_, run_tool
 
-
-def run_benchmark(tmp_path, *options):
-    run = subprocess.run(
-        [sys.executable, 'tools/benchmark.py', '--archs', 'atto', '--sizes', '64x96',
-         '--batches', '1', '--repeats', '1', '--warmup', '0', '--out', str(tmp_path), *options],
-        cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return (json.loads((tmp_path / 'results.json').read_text()),
-            (tmp_path / 'results.md').read_text())
-
-
-def test_benchmark_runs_and_writes_reports(tmp_path):
-    # fp32/bf16 autocast and both layouts: the cases a CUDA run has by default, here on CPU
-    results, markdown = run_benchmark(tmp_path, '--memory', '--precisions', 'fp32', 'bf16',
-                                      '--memory-formats', 'contiguous', 'channels_last')
-    assert results['machine']['matmul_peak_gflops'] > 0
-    assert set(results['machine']['matmul_peak_gflops_by_dtype']) == {'fp32', 'bf16'}
-    assert {c['mode'] for c in results['cases']} == {'eval', 'train'}
-    assert {c['precision'] for c in results['cases']} == {
-        'fp32', 'fp32 + channels_last', 'bf16 autocast', 'bf16 autocast + channels_last'}
-    for case in results['cases']:
-        assert set(case['peers']) == {'convnext_backbone', 'timm', 'mmpretrain', 'matmul floor'}
-        assert all(p['gflop'] > 0 and p['median_s'] > 0 for p in case['peers'].values())
-        assert case['peers']['matmul floor']['kind'] == 'floor'
-    assert len(results['memory']) == 3
-    assert '| x matmul floor |' in markdown
-    assert '| atto | eval | 64x96 | 1 | fp32 | convnext_backbone |' in markdown
-    assert '| atto | train | 64x96 | 1 | bf16 autocast + channels_last | matmul floor |' in markdown
+# One thread, here and in the tool's process: nothing here is timed, and on a shared, busy
+# machine two threads' OpenMP barriers wait for a descheduled thread (10x slower, measured).
+ONE_THREAD = dict(OMP_NUM_THREADS='1')
 
 
-@pytest.mark.slow  # inductor compiles C++ (atto, one peer: about 20 s on 2 cores, more if busy)
-def test_benchmark_compiles_every_peer_on_cpu(tmp_path):
-    results, markdown = run_benchmark(tmp_path, '--modes', 'eval', '--peers',
-                                      'convnext_backbone', 'timm', '--compile',
-                                      '--keep-freed-memory')
-    assert 'freed memory kept' in results['machine']['allocator']
-    (case, ) = results['cases']
-    assert set(case['peers']) == {'convnext_backbone', 'convnext_backbone (compiled)', 'timm',
-                                  'timm (compiled)', 'matmul floor'}
-    for name in ('convnext_backbone (compiled)', 'timm (compiled)'):
-        row = case['peers'][name]
-        assert row['kind'] == 'compiled' and row['compile_s'] > 0
-        # the compiled path computes what the plain path does
-        assert row['max_relative_difference'] < 1e-5
-    assert '| atto | eval | 64x96 | 1 | fp32 | timm (compiled) |' in markdown
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-def test_matmul_floor_runs_the_models_own_linear_products():
-    """The floor's products are exactly our forward's addmm calls (those of the blocks'
-    pwconv1/pwconv2): the same count and FLOPs; a train step adds two backward products each."""
-    from benchmark import MatmulFloor
-    model = ConvNeXt('atto').eval()
-    x = torch.randn(2, 3, 64, 96)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    addmm_flops = counter.get_flop_counts()['Global'][torch.ops.aten.addmm]
-    floor = MatmulFloor(model, x, 'eval', None)
-    assert len(floor.calls) == 2 * sum(model.depths)
-    assert floor.flops == addmm_flops
-    floor.step()
-    train = MatmulFloor(model.train(), x, 'train', torch.bfloat16)
-    assert len(train.calls) == 6 * sum(model.depths) and train.flops == 3 * addmm_flops
-    assert model.training  # left as it was
-    train.step()
+# ------------------------------------------------------------------------------------- peers
+@pytest.mark.parametrize('version', ['v1', 'v2'])
+def test_peers_compute_our_function_with_our_weights(version):
+    """Random non-trivial weights (layer scale and GRN away from their init) reach every peer:
+    the same outputs as ours, and timm's peer is the model ``features_only=True`` builds."""
+    weights = randomize_(ConvNeXt('atto', version=version)).state_dict()
+    peers = build_peers('atto', version, state_dict=weights)
+    assert tuple(peers) == PEERS  # mmpretrain is installed here
+    for key, value in peers['convnext_backbone'].state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+    diffs = max_relative_difference(peers, 'cpu')
+    assert diffs['convnext_backbone'] == 0
+    assert all(d < 1e-5 for d in diffs.values()), diffs
+    name = 'convnext_atto' if version == 'v1' else 'convnextv2_atto'
+    features_only = timm.create_model(name, pretrained=False, features_only=True)
+    assert ({k: v.shape for k, v in peers['timm'].body.state_dict().items()}
+            == {k: v.shape for k, v in features_only.state_dict().items()})
 
 
-def test_cuda_defaults_are_every_precision_and_layout():
-    from benchmark import parse_args
-    cuda = parse_args(['--device', 'cuda'])
-    assert cuda.precisions == ['fp32', 'bf16', 'fp16']
-    assert cuda.memory_formats == ['contiguous', 'channels_last']
-    cpu = parse_args(['--device', 'cpu'])
-    assert cpu.precisions == ['fp32'] and cpu.memory_formats == ['contiguous']
-
-
-def test_keep_freed_memory_applies_in_a_fresh_process():
-    run = subprocess.run([sys.executable, '-c', 'import benchmark; benchmark.keep_freed_memory()'],
-                         cwd=osp.join(ROOT, 'tools'), capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_with_cp_reduces_every_peers_train_step_activations():
+    """The memory measure (what ``measure_memory`` runs in its fresh process) sees gradient
+    checkpointing, which every peer is built with when asked."""
+    x = torch.randn(1, 3, 128, 128)
+    plain, cp = (build_peers('atto', 'v1', with_cp=with_cp) for with_cp in (False, True))
+    for name in ('convnext_backbone', 'mmpretrain'):  # their blocks hold the flag
+        flags = [m.with_cp for m in cp[name].modules() if hasattr(m, 'with_cp')]
+        assert flags and all(flags), name
+    assert cp['timm'].body.grad_checkpointing
+    for name in PEERS:
+        without, with_ = train_step_activations(plain[name], x), train_step_activations(cp[name], x)
+        assert 0 < with_ < 0.8 * without, (name, without, with_)
 
 
 def test_cpu_peak_allocated_follows_torch_allocations():
-    from benchmark import cpu_peak_allocated
-
     def step():
         a = torch.empty(4 << 20, dtype=torch.uint8)   # 4 MiB
         b = torch.empty(8 << 20, dtype=torch.uint8)   # 12 MiB live
@@ -107,3 +76,144 @@ def test_cpu_peak_allocated_follows_torch_allocations():
 
     peak = cpu_peak_allocated(step)
     assert 14 << 20 <= peak < (14 << 20) + (1 << 16)
+
+
+# ------------------------------------------------------------------------------------- floor
+def test_matmul_floor_runs_the_models_own_linear_products():
+    """The floor's products have the shapes of the model's Linear layers at the input (the
+    pixels of each stage times its widths), are our forward's addmm calls (the same FLOPs), and
+    a train step adds two backward products each."""
+    model = ConvNeXt('atto').eval()
+    x = torch.randn(2, 3, 64, 96)
+    floor = MatmulFloor(model, x, mode='eval', dtype=None)
+    expected = []
+    for i, (depth, width) in enumerate(zip(model.depths, model.widths)):
+        rows = 2 * (64 // (4 << i)) * (96 // (4 << i))
+        expected += [(rows, width, 4 * width), (rows, 4 * width, width)] * depth
+    assert floor.shapes == expected
+    linears = [(m.in_features, m.out_features) for m in model.modules()
+               if isinstance(m, nn.Linear)]
+    assert [(k, n) for _, k, n in floor.shapes] == linears
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    addmm_flops = counter.get_flop_counts()['Global'][torch.ops.aten.addmm]
+    assert len(floor.calls) == 2 * sum(model.depths) and floor.flops == addmm_flops
+    floor.step()
+    train = MatmulFloor(model.train(), x, mode='train', dtype=torch.bfloat16)
+    assert len(train.calls) == 6 * sum(model.depths) and train.flops == 3 * addmm_flops
+    assert model.training  # left as it was
+    train.step()
+    assert matmul_peak_gflops('cpu', n=256, repeats=1) > 0
+
+
+# ----------------------------------------------------------------------------------- measure
+def test_a_train_case_in_bf16_channels_last_times_every_peer_and_the_floor():
+    peers = build_peers('atto', 'v1')
+    ours = peers['convnext_backbone']
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    for model in peers.values():
+        model.to(memory_format=torch.channels_last)
+    rows = run_case(peers, ours, x, mode='train', amp=torch.bfloat16, warmup=0, repeats=1)
+    assert list(rows) == [*PEERS, FLOOR]
+    assert [r['kind'] for r in rows.values()] == ['eager'] * 3 + ['floor']
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        flops = count_flops(lambda: ours(x))
+    for name in PEERS:  # the same work for every peer: our forward's FLOPs, times 3
+        assert rows[name]['gflop'] == pytest.approx(3 * flops / 1e9)
+    assert rows[FLOOR]['gflop'] == MatmulFloor(ours, x, mode='train', dtype=None).flops / 1e9
+    for r in rows.values():
+        assert 0 < r['min_s'] <= r['median_s'] <= r['max_s']
+    assert precision_name('bf16', 'channels_last') == 'bf16 autocast + channels_last'
+    assert precision_name('fp32', 'contiguous') == 'fp32'
+
+
+def test_compiled_rows_compute_what_the_plain_path_does(monkeypatch):
+    """The compiled rows' plumbing, with a backend that compiles no code (inductor's C++ takes
+    a minute on 2 busy cores): their kind, compile time, and outputs compared with ours."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model: compile_(model, backend='aot_eager'))
+    ours = build_peers('atto', 'v1')['convnext_backbone']
+    rows = run_case({'convnext_backbone': ours}, ours, torch.randn(1, 3, 64, 64), mode='eval',
+                    amp=None, warmup=0, repeats=1, compile_peers=True)
+    assert list(rows) == ['convnext_backbone', 'convnext_backbone' + COMPILED, FLOOR]
+    row = rows['convnext_backbone' + COMPILED]
+    assert row['kind'] == 'compiled' and row['compile_s'] > 0 and row['median_s'] > 0
+    assert row['max_relative_difference'] < 1e-5
+
+
+# ------------------------------------------------------------------------------------ report
+def test_report_compares_compiled_rows_with_compiled_peers_and_shows_memory():
+    def row(kind, median, **extra):
+        return dict(kind=kind, median_s=median, min_s=median, max_s=median, gflop=2.0, **extra)
+
+    results = dict(
+        machine=dict(device='cpu', torch='2', timm='1', date='today', matmul_peak_gflops=100.0,
+                     matmul_peak_gflops_by_dtype={'fp32': 100.0, 'bf16': 200.0},
+                     allocator=None, inductor_cache='empty at start'),
+        cases=[dict(arch='tiny', mode='eval', size='64x64', batch=1, precision='bf16 autocast',
+                    peers={'convnext_backbone': row('eager', 0.5), 'timm': row('eager', 1.0),
+                           'convnext_backbone (compiled)': row('compiled', 0.2, compile_s=3.0,
+                                                               max_relative_difference=2e-7),
+                           'timm (compiled)': row('compiled', 0.4, compile_s=4.0),
+                           FLOOR: row('floor', 0.1)})],
+        memory=[dict(arch='tiny', size='64x64', batch=1, peer='timm', plain=4 << 20,
+                     with_cp=1 << 20)])
+    lines = to_markdown(results).splitlines()
+    assert lines[0] == ('Machine: cpu; torch 2, timm 1; today. Matmul peak: fp32 100, bf16 200 '
+                        'GFLOP/s. Inductor cache: empty at start.')
+    # ratio to the fastest other peer of its kind; x floor; GFLOP/s; % of the bf16 peak
+    assert ('| tiny | eval | 64x64 | 1 | bf16 autocast | convnext_backbone | 0.500 | '
+            '0.500-0.500 | 0.50 | 5.00 | 4 | 2 | - |') in lines
+    assert ('| tiny | eval | 64x64 | 1 | bf16 autocast | convnext_backbone (compiled) | 0.200 | '
+            '0.200-0.200 | 0.50 | 2.00 | 10 | 5 | 3.0 |') in lines
+    assert '| tiny | eval | 64x64 | 1 | bf16 autocast | matmul floor | 0.100 | 0.100-0.100 | - | ' \
+        '1.00 | 20 | 10 | - |' in lines
+    assert any('convnext_backbone (compiled) 2.0e-07' in line for line in lines)
+    assert lines[-1] == '| tiny | 64x64 | 1 | timm | 4 | 1 | 0.25 |'
+
+
+# ------------------------------------------------------------------------------ command line
+def test_cuda_defaults_are_every_precision_and_layout():
+    cuda = parse_args(['--device', 'cuda'])
+    assert cuda.precisions == ['fp32', 'bf16', 'fp16']
+    assert cuda.memory_formats == ['contiguous', 'channels_last']
+    cpu = parse_args(['--device', 'cpu'])
+    assert cpu.precisions == ['fp32'] and cpu.memory_formats == ['contiguous']
+
+
+def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
+    glibc = platform.libc_ver()[0] == 'glibc'
+    run = run_tool(tmp_path, 'tools/benchmark.py', '--archs', 'atto', '--sizes', '64x64',
+                   '--batches', '1', '--repeats', '1', '--warmup', '0', '--modes', 'eval',
+                   '--device', 'cpu', '--out', 'out', *(['--keep-freed-memory'] if glibc else []),
+                   env=ONE_THREAD)
+    results = json.loads((tmp_path / 'out/results.json').read_text())
+    markdown = (tmp_path / 'out/results.md').read_text()
+    machine = results['machine']
+    assert machine['torch'] == torch.__version__ and machine['timm'] == timm.__version__
+    assert set(machine['matmul_peak_gflops_by_dtype']) == {'fp32'}
+    assert machine['matmul_peak_gflops'] > 0 and machine['inductor_cache'] is None
+    assert glibc == ('freed memory kept' in (machine['allocator'] or ''))
+    (case, ) = results['cases']
+    assert {k: case[k] for k in ('arch', 'mode', 'size', 'batch', 'precision')} == dict(
+        arch='atto', mode='eval', size='64x64', batch=1, precision='fp32')
+    assert list(case['peers']) == [*PEERS, FLOOR]
+    model = ConvNeXt('atto')
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        flops = count_flops(lambda: model(x))
+    for name in PEERS:
+        assert case['peers'][name]['kind'] == 'eager' and case['peers'][name]['median_s'] > 0
+        assert case['peers'][name]['gflop'] == pytest.approx(flops / 1e9)
+    assert case['peers'][FLOOR]['gflop'] == MatmulFloor(model, x, mode='eval', dtype=None
+                                                        ).flops / 1e9
+    assert all(d < 1e-5 for d in results['max_relative_difference']['atto'].values())
+    assert results['memory'] == []
+    # The Markdown file is the JSON's report, and the tool printed it after each case's JSON.
+    assert markdown == to_markdown(results)
+    assert '| arch | mode | input | batch | precision | peer | median s | min-max s | ratio to ' \
+        'fastest peer | x matmul floor | GFLOP/s | % of peak | compile s |' in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith('| atto | eval | 64x64 |')]
+    assert [row.split(' | ')[5] for row in rows] == [*PEERS, FLOOR]
+    assert rows[-1].split(' | ')[9] == '1.00'  # the floor is 1x itself
+    assert markdown in run.stdout and json.dumps(case) in run.stdout

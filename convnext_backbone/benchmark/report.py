@@ -1,0 +1,85 @@
+"""The benchmark's report: ``results.json`` (everything measured) and ``results.md`` (a table).
+
+The table has a row per peer (and compiled peer, and the matmul floor) per case: the median
+and the spread (min-max) of the repeats, the ratio to the fastest other peer of the same kind
+(eager or compiled), the ratio to the case's matmul floor, the achieved GFLOP/s and its
+fraction of the machine's matrix-product peak of the case's dtype, and the compile time of a
+compiled row; then the peers' output differences and, with ``--memory``, the activation memory
+table. It reads nothing but the results dict, so that a saved ``results.json`` renders again
+(``to_markdown(json.load(file))``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict
+
+__all__ = ['to_markdown', 'write_reports']
+
+
+def _ratio_to_fastest_peer(name: str, peers: Dict[str, dict]) -> str:
+    """This row's time over the fastest other peer's of the same kind (eager or compiled)."""
+    kind = peers[name]['kind']
+    if kind == 'floor':
+        return '-'
+    others = [r['median_s'] for k, r in peers.items()
+              if r['kind'] == kind and not k.startswith('convnext_backbone')]
+    return f"{peers[name]['median_s'] / min(others):.2f}" if others else '-'
+
+
+def to_markdown(results: dict) -> str:
+    """The Markdown report of ``results`` (as ``main`` returns and ``results.json`` holds)."""
+    meta = results['machine']
+    peaks = meta.get('matmul_peak_gflops_by_dtype', {'fp32': meta['matmul_peak_gflops']})
+    lines = [f"Machine: {meta['device']}; torch {meta['torch']}, timm {meta['timm']}; "
+             f"{meta['date']}. Matmul peak: "
+             + ', '.join(f'{dtype} {peak:.0f}' for dtype, peak in peaks.items()) + ' GFLOP/s.'
+             + (f" Allocator: {meta['allocator']}." if meta.get('allocator') else '')
+             + (f" Inductor cache: {meta['inductor_cache']}." if meta.get('inductor_cache')
+                else ''), '',
+             '| arch | mode | input | batch | precision | peer | median s | min-max s | '
+             'ratio to fastest peer | x matmul floor | GFLOP/s | % of peak | compile s |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for case in results['cases']:
+        peers = case['peers']
+        floor = next(r['median_s'] for r in peers.values() if r['kind'] == 'floor')
+        peak = peaks.get(case['precision'].split()[0], peaks['fp32'])
+        for name, r in peers.items():
+            gflops = r['gflop'] / r['median_s']
+            lines.append(
+                f"| {case['arch']} | {case['mode']} | {case['size']} | {case['batch']} | "
+                f"{case['precision']} | {name} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
+                f"{r['max_s']:.3f} | {_ratio_to_fastest_peer(name, peers)} | "
+                f"{r['median_s'] / floor:.2f} | {gflops:.0f} | {100 * gflops / peak:.0f} | "
+                + (f"{r['compile_s']:.1f} |" if 'compile_s' in r else '- |'))
+    for arch, diffs in results.get('max_relative_difference', {}).items():
+        lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
+                     'difference: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
+    compiled = [(case, name, r['max_relative_difference']) for case in results['cases']
+                for name, r in case['peers'].items() if 'max_relative_difference' in r]
+    if compiled:
+        lines.append('\nCompiled eval outputs vs. our plain (autograd) path at the case\'s input, '
+                     'max relative difference: ' + ', '.join(
+                         f"{case['arch']} {case['size']} {case['precision']} {name} {d:.1e}"
+                         for case, name, d in compiled))
+    if results.get('memory'):
+        lines += ['', '| arch | input | batch | peer | train-step activations, peak MB | '
+                  'with_cp MB | ratio |',
+                  '|---|---|---|---|---|---|---|']
+        for m in results['memory']:
+            lines.append(f"| {m['arch']} | {m['size']} | {m['batch']} | {m['peer']} | "
+                         f"{m['plain'] / 2**20:.0f} | {m['with_cp'] / 2**20:.0f} | "
+                         f"{m['with_cp'] / m['plain']:.2f} |")
+    return '\n'.join(lines) + '\n'
+
+
+def write_reports(results: dict, *, out: str) -> str:
+    """Write ``results.json`` and ``results.md`` into the folder ``out`` (made if need be);
+    returns the Markdown."""
+    markdown = to_markdown(results)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1)
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(markdown)
+    return markdown
