@@ -310,3 +310,46 @@ def test_missing_ema_and_prefix_errors(tmp_path):
         load_pretrained(ConvNeXt('atto'), path, use_ema=True)
     with pytest.raises(CheckpointError, match="No key of .* starts with prefix 'backbone.'"):
         load_pretrained(ConvNeXt('atto'), path, prefix='backbone.')
+
+
+@pytest.mark.parametrize('name,version', [('convnext_atto', 'v1'), ('convnextv2_atto', 'v2')])
+def test_to_timm_and_to_mmpretrain_invert_the_loaders(name, version):
+    """Ours -> timm / mmpretrain (how the benchmark gives its peers our weights): the inverses of
+    from_timm / from_mmpretrain, which those libraries' own models load key for key."""
+    from mmpretrain.models.backbones import ConvNeXt as PretrainConvNeXt
+
+    from convnext_backbone.checkpoints.imagenet import to_mmpretrain
+
+    def equal(a, b):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    model = randomize_(ConvNeXt('atto', version=version)).eval()
+    ours = model.state_dict()
+    classifier = {k: v for k, v in ours.items() if k not in NORM_KEYS}
+    classifier.update({'norm.weight': torch.randn(320), 'norm.bias': torch.randn(320),
+                       'head.weight': torch.randn(1000, 320), 'head.bias': torch.randn(1000)})
+    for state_dict in (ours, classifier):
+        assert equal(from_timm(to_timm(state_dict)), state_dict)
+    assert equal(from_mmpretrain(to_mmpretrain(ours), dense=True), ours)
+    assert equal(from_mmpretrain(to_mmpretrain(classifier, dense=False), dense=False), classifier)
+    with pytest.raises(CheckpointError, match='Expected a timm-layout'):
+        from_timm(ours)
+    with pytest.raises(CheckpointError, match='Expected a official-layout'):
+        to_timm(to_timm(ours))
+    # timm's Linear-MLP layout loads as it is; its atto's own 1x1-conv MLP after a reshape.
+    linear_mlp = timm.create_model(name, pretrained=False, conv_mlp=False).eval()
+    linear_mlp.load_state_dict(to_timm(classifier), strict=True)
+    conv_mlp = timm.create_model(name, pretrained=False).eval()
+    shapes = {k: v.shape for k, v in conv_mlp.state_dict().items()}
+    conv_mlp.load_state_dict({k: v.reshape(shapes[k]) for k, v in to_timm(classifier).items()},
+                             strict=True)
+    for peer in (linear_mlp, conv_mlp):
+        with torch.no_grad():
+            _assert_features_equal(model, peer.forward_intermediates(X, intermediates_only=True))
+    kwargs = dict(use_grn=True, layer_scale_init_value=0.) if version == 'v2' else {}
+    pretrain = PretrainConvNeXt(arch='atto', out_indices=(0, 1, 2, 3),
+                                gap_before_final_norm=False, **kwargs)
+    pretrain.load_state_dict(to_mmpretrain(ours), strict=True)
+    pretrain.eval()  # (its train() returns None: no chaining)
+    with torch.no_grad():
+        _assert_features_equal(model, pretrain(X), norms_from_model=False)
