@@ -43,16 +43,16 @@ __all__ = ['DataReport', 'check_dataset', 'config_classes', 'build_dataset', 'dr
            'DROP_RULES']
 
 # What mmdet's CocoDataset.parse_data_info does with an annotation of the config's classes, by
-# rule, in the order it tests them (the first that applies names it); crowd annotations stay
-# in the dataset as ignored regions (ignore_flag=1): not trained on as instances.
+# rule, in the order ``drop_rule`` tests them (the first that applies names it); crowd
+# annotations stay in the dataset as ignored regions (ignore_flag=1), not trained on.
 DROP_RULES = {
-    'ignore': 'with the ignore flag ("ignore": true) are dropped by mmdet',
-    'outside': 'with a box outside its image (no overlap with the width x height of its image '
-               'entry) are dropped by mmdet',
-    'degenerate': 'with an empty box (degenerate: width or height < 1, or area <= 0) are '
-                  'dropped by mmdet',
-    'crowd': 'of crowds (iscrowd=1) are ignored in training and evaluation (mmdet keeps them '
-             'as ignored regions, not as instances)',
+    'ignore': 'annotations with the ignore flag ("ignore": true) are dropped by mmdet',
+    'degenerate': 'annotations with an empty box (degenerate: width or height < 1, or area '
+                  '<= 0) are dropped by mmdet',
+    'outside': 'annotations with a box outside its image (no overlap with the width x height '
+               'of its image entry) are dropped by mmdet',
+    'crowd': 'crowd annotations (iscrowd=1) are ignored in training and evaluation (mmdet '
+             'keeps them as ignored regions, not as instances)',
 }
 
 
@@ -208,17 +208,18 @@ def _build_failed(where: str, dataset: dict, exc: Exception) -> str:
 # ------------------------------------------------------------------------------------- COCO
 def drop_rule(annotation: dict, image: dict) -> str:
     """The rule (a key of ``DROP_RULES``) by which mmdet's ``CocoDataset`` leaves an annotation
-    of the config's classes out of training, tested in its order; ``''`` for one it trains on.
+    of the config's classes out of training (in its order, but a degenerate box that is also
+    outside is named degenerate); ``''`` for one it trains on.
     ``image``: the annotation's entry in the file's images (its width and height)."""
     if annotation.get('ignore', False):
         return 'ignore'
     x, y, w, h = (list(annotation.get('bbox') or []) + [0, 0, 0, 0])[:4]
+    if annotation.get('area', 0) <= 0 or w < 1 or h < 1:
+        return 'degenerate'  # mmdet tests overlap first, which a box of width 0 fails too
     inter_w = max(0, min(x + w, image.get('width', 0)) - max(x, 0))
     inter_h = max(0, min(y + h, image.get('height', 0)) - max(y, 0))
     if inter_w * inter_h == 0:
         return 'outside'
-    if annotation.get('area', 0) <= 0 or w < 1 or h < 1:
-        return 'degenerate'
     if annotation.get('iscrowd', False):
         return 'crowd'
     return ''
@@ -321,7 +322,7 @@ def _coco_stats(phase: str, where: str, built, images: Dict, annotations: List[d
                 taken: Dict, report: DataReport) -> SplitStats:
     """The table's column from the built dataset, and the rules that left annotations and
     images out of it, in words; the errors of a training set without anything to learn."""
-    kept = {info['img_id']: info for info in built.data_list}
+    kept = {info.get('img_id'): info for info in built.data_list}
     stats = SplitStats(phase, images=len(kept), left_out=len(set(images) - set(kept)))
     for info in kept.values():
         labels = [i['bbox_label'] for i in info.get('instances', []) if not i.get('ignore_flag')]
@@ -342,7 +343,7 @@ def _coco_stats(phase: str, where: str, built, images: Dict, annotations: List[d
             predicted[taken[ann['category_id']]] += 1
     for rule, text in DROP_RULES.items():
         if dropped[rule]:
-            report.warnings.append(f'{where}: {len(dropped[rule])} annotations {text}; '
+            report.warnings.append(f'{where}: {len(dropped[rule])} {text}; '
                                    f'annotation ids {shorten(dropped[rule])}')
     _warn_empty_polygons(where, annotations, taken, report)
     if predicted != stats.per_class:
@@ -352,18 +353,26 @@ def _coco_stats(phase: str, where: str, built, images: Dict, annotations: List[d
             ', '.join(f'{i}: {stats.per_class[i]} vs {predicted[i]}' for i in
                       sorted(set(predicted) | set(stats.per_class))))
     left_out = _warn_image_filters(where, built, images, kept, with_classes, report)
-    if phase == 'train' and taken and not sum(stats.per_class.values()):
-        detail = (f"mmdet keeps none of its {len(images)} images: {'; '.join(left_out)}"
-                  if not kept else f'its {len(kept)} images would train as background only')
-        why = ', '.join(f'{len(ids)} {rule}' for rule, ids in dropped.items() if ids)
+    _check_not_empty(phase, where, stats, len(images), dropped, left_out, taken, report)
+    return stats
+
+
+def _check_not_empty(phase: str, where: str, stats: SplitStats, total: int, dropped: Dict,
+                     left_out: List[str], taken: Dict, report: DataReport) -> None:
+    """A training set must hold an instance to learn from, a split an image to run on; the
+    error says which rules emptied it."""
+    if not total:
+        report.errors.append(f'{where}: no images, so it would '
+                             f'{"train" if phase == "train" else "evaluate"} on nothing')
+    elif phase == 'train' and taken and not sum(stats.per_class.values()):
+        detail = (f"mmdet keeps none of its {total} images: {'; '.join(left_out)}"
+                  if not stats.images else
+                  f'its {stats.images} images would train as background only')
+        why = ', '.join(f'{len(dropped[rule])} {rule}' for rule in DROP_RULES if dropped[rule])
         report.errors.append(
             f"{where}: no image has a usable annotation of the config's classes: the training "
             f'set would be empty ({detail}' + (f'; annotations dropped by rule: {why}'
                                               if why else '') + ')')
-    elif not images:
-        report.errors.append(f'{where}: no images, so it would '
-                             f'{"train" if phase == "train" else "evaluate"} on nothing')
-    return stats
 
 
 def _warn_empty_polygons(where: str, annotations: List[dict], taken: Dict,
@@ -378,25 +387,33 @@ def _warn_empty_polygons(where: str, annotations: List[dict], taken: Dict,
                                'ignores the instance)')
 
 
-def _warn_image_filters(where: str, built, images: Dict, kept: Dict, with_classes: set,
-                        report: DataReport) -> List[str]:
-    """Warnings on the images the dataset left out (``filter_cfg``: ``filter_empty_gt``,
-    ``min_size``; ``indices``) and on those kept without an annotation. Returns a summary
-    per rule of those left out."""
+def _left_out(built, images: Dict, kept: Dict, with_classes: set) -> Dict[str, List[str]]:
+    """The images of the file that the dataset left out, by the rule that did: ``'empty'``
+    (``filter_cfg.filter_empty_gt``: no annotation of the classes), ``'small'``
+    (``filter_cfg.min_size``, on the shorter side of the image entry) or ``'other'``."""
     filter_cfg = {} if built.test_mode else (built.filter_cfg or {})
-    filter_empty = bool(filter_cfg.get('filter_empty_gt', False))
-    min_size = filter_cfg.get('min_size', 0)
     out = {'empty': [], 'small': [], 'other': []}
     for image_id, image in images.items():
         if image_id in kept:
             continue
         name = image.get('file_name')
-        if filter_empty and image_id not in with_classes:
+        if filter_cfg.get('filter_empty_gt', False) and image_id not in with_classes:
             out['empty'].append(name)
-        elif min(image.get('width', 0), image.get('height', 0)) < min_size:
+        elif min(image.get('width', 0), image.get('height', 0)) < filter_cfg.get('min_size', 0):
             out['small'].append(f'{name} ({image.get("width")}x{image.get("height")})')
         else:
             out['other'].append(name)
+    return out
+
+
+def _warn_image_filters(where: str, built, images: Dict, kept: Dict, with_classes: set,
+                        report: DataReport) -> List[str]:
+    """Warnings on the images the dataset left out (``_left_out``) and on those it keeps
+    without an annotation to train on. Returns a summary of those left out, per rule."""
+    filter_cfg = {} if built.test_mode else (built.filter_cfg or {})
+    filter_empty = bool(filter_cfg.get('filter_empty_gt', False))
+    min_size = filter_cfg.get('min_size', 0)
+    out = _left_out(built, images, kept, with_classes)
     unannotated = [im.get('file_name') for i, im in images.items() if i not in with_classes]
     if unannotated:
         report.warnings.append(
@@ -404,20 +421,20 @@ def _warn_image_filters(where: str, built, images: Dict, kept: Dict, with_classe
             "config's classes; " + ('they are left out (filter_cfg.filter_empty_gt)'
                                     if filter_empty else 'they are kept, as background') +
             f': {shorten(unannotated)}')
-    background = [info['img_path'] for i, info in kept.items() if i in with_classes and not any(
-        not instance.get('ignore_flag') for instance in info.get('instances', []))]
+    background = [images[i].get('file_name') for i, info in kept.items()
+                  if i in with_classes and i in images and not any(
+                      not instance.get('ignore_flag') for instance in info.get('instances', []))]
     if background:
         report.warnings.append(
             f"{where}: {len(background)} images have annotations of the config's classes, but "
             'none that mmdet trains on (dropped by the rules above, or crowds); they are kept, '
             'as background' + (' (filter_cfg.filter_empty_gt looks at the annotations before '
                                'those rules)' if filter_empty else '') +
-            f': {shorten(osp.basename(p) for p in background)}')
+            f': {shorten(background)}')
     if out['small']:
         report.warnings.append(f'{where}: {len(out["small"])} images smaller than '
                                f'filter_cfg.min_size={min_size} on their shorter side (as '
-                               'their entries give it) are left out: '
-                               f'{shorten(out["small"])}')
+                               f'their entries give it) are left out: {shorten(out["small"])}')
     if out['other']:
         report.warnings.append(f'{where}: {len(out["other"])} images are left out by its '
                                f'{type(built).__name__} for another reason (indices, or its '
