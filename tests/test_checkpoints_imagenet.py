@@ -266,7 +266,8 @@ def test_truncated_file(tmp_path, suffix):
 
 
 def test_not_a_convnext_checkpoint(tmp_path):
-    path = _save(tmp_path, {'conv1.weight': torch.randn(64, 3, 7, 7), 'fc.weight': torch.randn(2, 2)})
+    path = _save(tmp_path, {'conv1.weight': torch.randn(64, 3, 7, 7),
+                            'fc.weight': torch.randn(2, 2)})
     with pytest.raises(CheckpointError, match=f'{path}: This is not a ConvNeXt checkpoint'):
         load_pretrained(ConvNeXt('atto'), path)
 
