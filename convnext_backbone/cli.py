@@ -52,6 +52,10 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
                   logger='current')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if cfg.get('train_dataloader'):
+        # A training image that fails to load is logged and skipped, not the end of the run.
+        from .data.loading import skip_unreadable_training_images  # needs mmcv
+        skip_unreadable_training_images(cfg)
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(config))[0])

@@ -199,7 +199,7 @@ def test_known_set_table(tmp_path):
     assert report.table() == '\n'.join([
         '| class | train instances | val instances |', '|---|---|---|',
         '| circle | 3 | 3 |', '| square | 1 | 1 |',
-        '| (images) | 2 (1 without annotations) | 2 (1 without annotations) |'])
+        '| (images) | 1 (1 left out) | 2 (1 without annotations) |'])
     assert any('1 crowd annotations (iscrowd=1) are ignored' in w for w in report.warnings)
     assert any('1 of 2 images have no annotation of the config\'s classes; they are kept, as '
                'background' in w for w in report.warnings)
