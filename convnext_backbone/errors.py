@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ['CheckpointError', 'DataError', 'DeviceError', 'shorten']
+__all__ = ['CheckpointError', 'DataError', 'DeviceError', 'DeployError', 'shorten']
 
 
 class CheckpointError(ValueError):
@@ -20,6 +20,11 @@ class DataError(ValueError):
 
 class DeviceError(RuntimeError):
     """The run's device cannot run what the config needs (mmcv's compiled ops)."""
+
+
+class DeployError(CheckpointError):
+    """A model that cannot be exported, or an exported file (a checkpoint in another form) that
+    cannot run what it is given; a ``CheckpointError``, so the tools end with its message."""
 
 
 def shorten(items: Iterable, limit: int = 5, quote: bool = False, unit: str = '') -> str:

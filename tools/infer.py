@@ -5,7 +5,8 @@ config's test data beside each prediction.
     python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] [--data DIR] [--show-gt]
         [--out-dir outputs] [--score-thr 0.3]
 
-CHECKPOINT is read like tools/test.py reads it (any published layout, exact fit). Class names
+CHECKPOINT is read like tools/test.py reads it (any published layout, exact fit), or is an
+.onnx file of tools/export_onnx.py, run by onnxruntime (docs/deploy.md). Class names
 and palette come from the checkpoint when it names the config's classes, from the config
 otherwise. --data fits the config to a dataset of one's own, as in tools/train.py.
 """
@@ -89,7 +90,8 @@ def draw(inferencer, cfg, path: str, score_thr: float, show_gt: bool):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
-    parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder or URL')
+    parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder, URL, or an '
+                        '.onnx file of tools/export_onnx.py')
     parser.add_argument('images', nargs='+', help='images, or folders of images')
     parser.add_argument('--out-dir', default='outputs')
     parser.add_argument('--score-thr', type=float, default=0.3,
@@ -103,11 +105,15 @@ def main(argv=None):
     paths = image_paths(args.images)
     cfg = prepare_config(args.config, cfg_options=args.cfg_options, data=args.data,
                          data_splits=args.data_split)
-    device = run_device(args.device)
-    check_mmcv_ops(cfg, device)  # before anything is built
-    if device == 'cpu':
-        keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
-    inferencer = build_inferencer(cfg, args.checkpoint, device)
+    if args.checkpoint.endswith('.onnx'):  # onnxruntime: no mmcv ops, no torch model
+        from convnext_backbone.deploy.evaluate import OnnxInferencer
+        inferencer = OnnxInferencer(cfg, args.checkpoint, args.config)
+    else:
+        device = run_device(args.device)
+        check_mmcv_ops(cfg, device)  # before anything is built
+        if device == 'cpu':
+            keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
+        inferencer = build_inferencer(cfg, args.checkpoint, device)
     os.makedirs(args.out_dir, exist_ok=True)
     import mmcv
     written = []

@@ -2,11 +2,14 @@
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--cfg-options ...]
         [--launcher none|pytorch|slurm|mpi]
+    python tools/test.py CONFIG FILE.onnx [--data DIR]        # an exported model, onnxruntime
 
 CHECKPOINT may be this package's, an official ConvNeXt release, an MMDetection 3 /
 MMSegmentation 1 model-zoo file or a Hugging Face UperNet-ConvNeXt folder (or an http(s) URL).
 It must fit the config's model exactly; if it does not, nothing is evaluated and the tool says
-what does not fit (exit status 1).
+what does not fit (exit status 1). A FILE.onnx of tools/export_onnx.py is run by onnxruntime
+(convnext_backbone.deploy) and evaluated with the config's metric; one made for another config
+or other classes is refused (docs/deploy.md).
 """
 import argparse
 import sys
@@ -20,7 +23,8 @@ from convnext_backbone.engine import CheckpointCheckingRunner
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder or URL')
+    parser.add_argument('checkpoint', help='checkpoint file, Hugging Face folder, URL, or an '
+                        '.onnx file of tools/export_onnx.py')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_model and tta_pipeline")
@@ -28,10 +32,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def test_onnx(cfg, args):
+    """The config's metric of an exported file, run by onnxruntime (no mmcv ops needed)."""
+    from convnext_backbone.deploy.evaluate import evaluate_onnx
+    from convnext_backbone.errors import DeployError
+    if args.tta or args.launcher != 'none':
+        raise DeployError(f'{args.checkpoint} is an exported single-scale model: it is '
+                          'evaluated on one process, without --tta; drop --tta / --launcher')
+    check_dataset(cfg, phases=('test', ))
+    return evaluate_onnx(cfg, args.checkpoint, args.config)
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher,
                          data=args.data, data_splits=args.data_split)
+    if args.checkpoint.endswith('.onnx'):
+        return test_onnx(cfg, args)
     check_mmcv_ops(cfg, run_device())  # before anything is built
     if run_device() == 'cpu':
         keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)

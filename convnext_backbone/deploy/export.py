@@ -1,0 +1,267 @@
+"""Export a config's detector or segmentor, loaded from a whole-model checkpoint, to one ONNX
+file that ``deploy.runtime`` (onnxruntime, numpy, OpenCV) runs without mmcv, mmdet or mmseg.
+
+The checkpoint is loaded by ``checkpoints.load_model_checkpoint(model, path, 'eval')``, the
+loader of ``tools/test.py``: a checkpoint that does not fit the config's model is refused in
+the same words and nothing is written. The file is written next to ``out`` under a temporary
+name and renamed when complete, so an interrupted export leaves nothing at ``out``.
+
+Uses PyTorch's TorchScript-based exporter (``dynamo=False``): it exports torchvision's NMS and
+RoIAlign as the ONNX operators (the ``torch.export`` one has no rules for them) and sizes traced
+from the input stay symbolic in the graph, so one file can take any size (``dynamic``).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import os.path as osp
+import tempfile
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS, DefaultScope
+
+from ..checkpoints import load_model_checkpoint
+from ..checkpoints.download import checkpoint_path, is_url
+from ..data.configure import innermost_dataset
+from ..engine import config_dataset_meta
+from ..errors import DeployError
+from .segmentor import SegmentorForExport
+
+__all__ = ['export_onnx', 'build_loaded_model', 'test_resize_of', 'config_fingerprint',
+           'file_sha256', 'OPSET', 'TASKS']
+
+# 16: RoiAlign's coordinate_transformation_mode (half_pixel = mmcv's aligned=True).
+OPSET = 17
+TASKS = {'mmseg': 'segmentation', 'mmdet': 'detection'}
+# The test-pipeline steps the runtime reproduces; anything else is refused.
+PIPELINE_STEPS = ('LoadImageFromFile', 'LoadAnnotations', 'Resize', 'PackSegInputs',
+                  'PackDetInputs')
+
+
+# ------------------------------------------------------------------- the config's test time
+def test_resize_of(cfg: Config) -> Optional[dict]:
+    """The test pipeline's ``Resize`` as the runtime's metadata (``scale`` or ``scale_factor``,
+    ``keep_ratio``, ``interpolation``); None if it has none. Refuses steps the runtime does
+    not reproduce, naming them."""
+    pipeline = innermost_dataset(cfg.test_dataloader.dataset).get('pipeline') or []
+    resize = None
+    for step in pipeline:
+        kind = step.get('type')
+        kind = kind.split('.')[-1] if isinstance(kind, str) else getattr(kind, '__name__', kind)
+        if kind not in PIPELINE_STEPS:
+            raise DeployError(f'The test pipeline has a {kind} step, which the ONNX runtime does '
+                              f'not reproduce; it handles {", ".join(PIPELINE_STEPS)}')
+        if kind == 'LoadImageFromFile' and (step.get('color_type', 'color') != 'color' or
+                                            step.get('imdecode_backend', 'cv2') != 'cv2'):
+            raise DeployError('The runtime reads images as LoadImageFromFile(color_type='
+                              "'color', imdecode_backend='cv2') does; the test pipeline has "
+                              f'{dict(step)}')
+        if kind == 'Resize':
+            if step.get('backend', 'cv2') != 'cv2':
+                raise DeployError(f"The runtime resizes with OpenCV (backend='cv2'); the "
+                                  f"test pipeline's Resize has backend={step['backend']!r}")
+            scale = step.get('scale')
+            resize = dict(scale=[scale, scale] if isinstance(scale, int) else
+                          (list(scale) if scale is not None else None),
+                          scale_factor=step.get('scale_factor'),
+                          keep_ratio=bool(step.get('keep_ratio', False)),
+                          interpolation=step.get('interpolation', 'bilinear'))
+    return resize
+
+
+def config_fingerprint(cfg: Config) -> str:
+    """sha256 of what the predictions depend on: the model config (classes included) and the
+    test resize; a file is evaluated only with a config of the same fingerprint."""
+    model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else cfg.model)
+    model.get('backbone', {}).pop('init_cfg', None)  # ImageNet weights: replaced by the file
+    model.pop('train_cfg', None)
+    text = json.dumps(dict(model=model, resize=test_resize_of(cfg)), sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a checkpoint file, or of a model folder's files (names and contents)."""
+    digest = hashlib.sha256()
+    paths = [path] if osp.isfile(path) else sorted(
+        osp.join(root, name) for root, _, names in os.walk(path) for name in names)
+    for item in paths:
+        if osp.isdir(path):
+            digest.update(osp.relpath(item, path).encode())
+        with open(item, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------ the model
+def build_loaded_model(cfg: Config, checkpoint: str) -> Tuple[torch.nn.Module, dict]:
+    """The config's model (eval mode, CPU) with the checkpoint loaded exactly as tools/test.py
+    loads it, and the dataset meta (classes, palette) to use."""
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = revert_sync_batchnorm(MODELS.build(cfg.model))
+        config_meta = config_dataset_meta(cfg.test_dataloader.dataset)
+    # The checkpoint replaces every weight: no ImageNet download for the init_cfg.
+    _, _, meta = load_model_checkpoint(model, checkpoint, 'eval', config_meta=config_meta)
+    return model.eval(), dict(meta or config_meta or {})
+
+
+def _segmentation_settings(cfg: Config, model, shape: Optional[Sequence[int]],
+                           dynamic: bool) -> Tuple[dict, Optional[Tuple[int, int]]]:
+    """The sliding-window metadata and the fixed input size (None: any size)."""
+    test_cfg = cfg.model.get('test_cfg') or {}
+    mode = test_cfg.get('mode', 'whole')
+    preprocess_cfg = model.data_preprocessor.test_cfg
+    settings = dict(test_mode=mode, align_corners=bool(model.decode_head.align_corners),
+                    threshold=float(getattr(model.decode_head, 'threshold', None) or 0.3))
+    if mode == 'slide':
+        if preprocess_cfg:
+            raise DeployError('A sliding-window config whose data_preprocessor pads at test time '
+                              f'(test_cfg={dict(preprocess_cfg)}) is not handled by the exporter')
+        crop = tuple(int(s) for s in test_cfg['crop_size'])
+        settings.update(crop_size=list(crop), stride=[int(s) for s in test_cfg['stride']])
+        if dynamic:
+            return settings, None
+        if shape is not None and tuple(shape) != crop:
+            raise DeployError(f'The config segments in sliding {crop[0]}x{crop[1]} windows '
+                              f'(model.test_cfg.crop_size): export with --shape {crop[0]} '
+                              f'{crop[1]} (the default) or --dynamic, not --shape '
+                              f'{shape[0]} {shape[1]}')
+        return settings, crop
+    if mode != 'whole':
+        raise DeployError(f"model.test_cfg.mode={mode!r}: the exporter handles 'whole' and "
+                          "'slide'")
+    if shape is None and not dynamic:
+        print_log('Whole-image segmentation: test images vary in size, so the file takes any '
+                  'size (as --dynamic); --shape H W fixes one', logger='current')
+    return settings, (None if dynamic or shape is None else tuple(shape))
+
+
+def _config_values(preprocessor_cfg: dict, key: str, preprocessor) -> Optional[List[float]]:
+    """The config's mean or std (its numbers, not their float32 buffers); None when the data
+    preprocessor does not normalise."""
+    if not preprocessor._enable_normalize:
+        return None
+    values = preprocessor_cfg.get(key)
+    if values is None:
+        values = getattr(preprocessor, key).flatten().tolist()
+    return [float(v) for v in values]
+
+
+def _trace_example(fixed: Optional[Tuple[int, int]], settings: dict) -> Tuple[int, int]:
+    """The input size to trace with: the fixed size, else the crop size, else a size that is
+    no multiple of the strides, so that no size-dependent constant hides."""
+    if fixed is not None:
+        return fixed
+    if settings.get('crop_size'):
+        return tuple(settings['crop_size'])
+    return (200, 232)
+
+
+def _check_operators(onnx_model) -> None:
+    """Refuse a graph with operators outside the standard ONNX domain (mmcv's custom RoIAlign
+    or NMS would need mmcv's onnxruntime plug-in)."""
+    custom = sorted({f'{n.domain}::{n.op_type}' for n in onnx_model.graph.node
+                     if n.domain not in ('', 'ai.onnx')})
+    if custom:
+        raise DeployError(f'The exported graph has non-standard operators ({", ".join(custom)}); '
+                          'the runtime runs standard ONNX only')
+
+
+def export_onnx(cfg: Config,
+                checkpoint: str,
+                out: str,
+                shape: Optional[Sequence[int]] = None,
+                dynamic: bool = False,
+                config_name: Optional[str] = None,
+                opset: int = OPSET) -> Dict[str, object]:
+    """Export the config's model with the checkpoint's weights to ``out``.
+
+    Args:
+        cfg (Config): The config (``cli.prepare_config``: ``--data`` already applied).
+        checkpoint (str): A whole-model checkpoint (file, Hugging Face folder or URL) that fits
+            the config's model exactly.
+        out (str): The ``.onnx`` file to write (replaced if it exists).
+        shape (Sequence[int], optional): (h, w) of the input the file takes. Default: the
+            sliding window's size, any size for whole-image segmentation.
+        dynamic (bool): One file for any input size (batch 1).
+        config_name (str, optional): The config's name in the metadata (its file name).
+        opset (int): ONNX opset (>= 16 for RoiAlign's half_pixel).
+
+    Returns:
+        The metadata written into the file (before JSON encoding).
+    """
+    import onnx
+    if shape is not None and dynamic:
+        raise DeployError('Give --shape H W or --dynamic, not both')
+    task = TASKS.get(cfg.get('default_scope'))
+    if task is None:
+        raise DeployError(f"The config's default_scope is {cfg.get('default_scope')!r}; "
+                          f"expected one of {', '.join(TASKS)}")
+    local = checkpoint_path(checkpoint) if is_url(checkpoint) else checkpoint
+    test_resize = test_resize_of(cfg)  # refuses a pipeline the runtime cannot follow, early
+    model, dataset_meta = build_loaded_model(cfg, local)
+    if task != 'segmentation':
+        raise DeployError('Detection export is not supported yet')
+    settings, fixed = _segmentation_settings(cfg, model, shape, dynamic)
+    wrapper = SegmentorForExport(model).eval()
+    outputs = ['logits', 'labels']
+    axes = {'image': {1: 'height', 2: 'width'}, 'logits': {2: 'height', 3: 'width'},
+            'labels': {1: 'height', 2: 'width'}}
+    preprocessor = model.data_preprocessor
+    meta = dict(
+        task=task, exporter='convnext_backbone tools/export_onnx.py',
+        config=config_name or cfg.filename and osp.basename(cfg.filename),
+        config_fingerprint=config_fingerprint(cfg),
+        checkpoint=osp.basename(str(checkpoint).rstrip('/')),
+        checkpoint_sha256=file_sha256(local),
+        classes=list(dataset_meta.get('classes') or ()),
+        palette=[list(map(int, c)) for c in dataset_meta.get('palette') or ()],
+        input='image: (1, H, W, 3) uint8, BGR as LoadImageFromFile reads, after the test resize',
+        input_channel_order='BGR',
+        model_channel_order='RGB' if preprocessor.channel_conversion else 'BGR',
+        mean=_config_values(cfg.model.data_preprocessor, 'mean', preprocessor),
+        std=_config_values(cfg.model.data_preprocessor, 'std', preprocessor),
+        test_resize=test_resize,
+        input_shape=list(fixed) if fixed is not None else 'dynamic',
+        outputs=outputs, **settings)
+    example = torch.zeros((1, *_trace_example(fixed, settings), 3), dtype=torch.uint8)
+    example.random_(0, 256, generator=torch.Generator().manual_seed(0))
+    folder = osp.dirname(osp.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix='.onnx.part', dir=folder)
+    os.close(handle)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter is deprecated in favour of torch.export, which cannot
+            # export torchvision's NMS / RoIAlign (module docstring); tracer warnings are about
+            # Python values that the checks of the tests cover.
+            warnings.simplefilter('ignore')
+            torch.onnx.export(wrapper, (example, ), temporary, dynamo=False,
+                              opset_version=opset, input_names=['image'],
+                              output_names=outputs,
+                              dynamic_axes=axes if fixed is None else None,
+                              do_constant_folding=True)
+        onnx_model = onnx.load(temporary)
+        _check_operators(onnx_model)
+        for key, value in meta.items():
+            entry = onnx_model.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(value)
+        onnx.checker.check_model(onnx_model)
+        onnx.save(onnx_model, temporary)
+        os.replace(temporary, out)
+    finally:
+        if osp.exists(temporary):
+            os.remove(temporary)
+    size = osp.getsize(out) / 2**20
+    print_log(f'Wrote {out} ({size:.1f} MiB, {task}, '
+              f'{"any size" if fixed is None else f"{fixed[0]}x{fixed[1]}"} inputs, opset '
+              f'{opset})', logger='current')
+    return meta

@@ -1,0 +1,272 @@
+"""Run an exported detector or segmentor (``tools/export_onnx.py``) with onnxruntime, numpy and
+OpenCV only: no torch, mmcv, mmdet or mmseg.
+
+The file carries what the runtime needs in its metadata (``metadata_props``, JSON values): the
+test-time resize of the config's test pipeline, the sliding-window settings, the classes and
+palette. What is not in the graph is done here as the config's test pipeline and mmdet / mmseg
+do it:
+
+- the image is read and resized with OpenCV as ``LoadImageFromFile`` and ``Resize`` (mmcv's
+  ``imrescale`` / ``imresize``, cv2 backend) do;
+- sliding-window segmentation crops the resized image as mmseg's ``slide_inference`` does, runs
+  the (fixed-size) file on each crop and averages the overlapping logits;
+- segmentation logits are resized to the original image (bilinear, as ``F.interpolate``) and
+  the label map is their argmax; detection boxes are divided by the resize's scale factors and
+  masks are pasted on the original image.
+
+This module imports nothing of the package except, where it can, ``errors.DeployError``: it can
+be copied alone next to an ``.onnx`` file.
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+try:  # inside the package: the tools end with the message of its error class
+    from ..errors import DeployError
+except ImportError:  # this file copied alone
+    class DeployError(ValueError):
+        """An exported file that cannot run what it is asked to."""
+
+__all__ = ['DeployError', 'OnnxModel', 'SegmentationResult', 'DetectionResult', 'read_image',
+           'resize_image', 'rescale_size', 'slide_windows', 'resize_bilinear', 'read_metadata']
+
+# mmcv's names of OpenCV's interpolations (mmcv.image.geometric.cv2_interp_codes).
+CV2_INTERPOLATIONS = {'nearest': cv2.INTER_NEAREST, 'bilinear': cv2.INTER_LINEAR,
+                      'bicubic': cv2.INTER_CUBIC, 'area': cv2.INTER_AREA,
+                      'lanczos': cv2.INTER_LANCZOS4}
+
+
+# ------------------------------------------------------------------------------ the image
+def read_image(path: str) -> np.ndarray:
+    """An image file as ``LoadImageFromFile`` reads it: BGR, uint8, (H, W, 3); EXIF orientation
+    applied (OpenCV's ``IMREAD_COLOR``, mmcv's default ``color_type='color'``)."""
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DeployError(f'Cannot read an image from {path}')
+    return image
+
+
+def rescale_size(width: int, height: int, scale) -> Tuple[int, int]:
+    """The (width, height) mmcv's ``imrescale`` gives: as large as possible within ``scale``
+    (a pair: long and short edge limits, in any order) or ``scale`` times (a number)."""
+    if isinstance(scale, (int, float)):
+        factor = float(scale)
+    else:
+        factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(width * factor + 0.5), int(height * factor + 0.5)
+
+
+def resize_image(image: np.ndarray, resize: Optional[dict]) -> Tuple[np.ndarray,
+                                                                      Tuple[float, float]]:
+    """The image resized as the config's test ``Resize`` does, and its (w, h) scale factors.
+
+    Args:
+        image (np.ndarray): (H, W, 3) uint8.
+        resize (dict, optional): The ``test_resize`` metadata: ``scale`` (w, h) or
+            ``scale_factor`` (w, h), ``keep_ratio``, ``interpolation``; None: no resize.
+    """
+    if not resize:
+        return image, (1.0, 1.0)
+    height, width = image.shape[:2]
+    if resize.get('scale') is not None:
+        scale = resize['scale']
+        scale = (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+    else:  # Resize(scale_factor=...): mmcv's _scale_size of the image's (w, h)
+        factor = resize['scale_factor']
+        factor = (factor, factor) if isinstance(factor, (int, float)) else factor
+        scale = (int(width * float(factor[0]) + 0.5), int(height * float(factor[1]) + 0.5))
+    if resize.get('keep_ratio', False):
+        size = rescale_size(width, height, scale)
+    else:
+        size = (int(scale[0]), int(scale[1]))
+    interpolation = CV2_INTERPOLATIONS[resize.get('interpolation', 'bilinear')]
+    resized = cv2.resize(image, size, interpolation=interpolation)
+    # mmcv's Resize takes the factors from the sizes it got, not the factor it asked for.
+    return resized, (resized.shape[1] / width, resized.shape[0] / height)
+
+
+def slide_windows(height: int, width: int, crop: Sequence[int],
+                  stride: Sequence[int]) -> List[Tuple[int, int, int, int]]:
+    """The crops (y1, y2, x1, x2) of mmseg's ``EncoderDecoder.slide_inference``, in its order;
+    ``crop`` and ``stride`` are (h, w). Crops are smaller than ``crop`` where the image is."""
+    h_crop, w_crop = crop
+    h_stride, w_stride = stride
+    h_grids = max(height - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(width - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2 = min(h_idx * h_stride + h_crop, height)
+            x2 = min(w_idx * w_stride + w_crop, width)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return windows
+
+
+def _source_index(size_in: int, size_out: int,
+                  align_corners: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output row (or column): the two input rows and the second one's weight, as
+    PyTorch's bilinear upsampling computes them (``area_pixel_compute_source_index``)."""
+    # float32 as PyTorch's CPU kernel computes them (its ``opmath`` of a float tensor)
+    out = np.arange(size_out, dtype=np.float32)
+    if align_corners:
+        scale = np.float32((size_in - 1) / (size_out - 1) if size_out > 1 else 0.0)
+        source = out * scale
+    else:
+        scale = np.float32(size_in / size_out)
+        source = np.maximum((out + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    weight = (source - low).astype(np.float32)
+    return low, high, weight
+
+
+def resize_bilinear(array: np.ndarray, size: Tuple[int, int],
+                    align_corners: bool = False) -> np.ndarray:
+    """(C, H, W) float32 resized to ``size`` (h, w) as ``F.interpolate(mode='bilinear')`` does
+    (no antialiasing): what mmseg's ``resize`` of the logits to the original image gives."""
+    if tuple(array.shape[1:]) == tuple(size):
+        return array
+    low, high, weight = _source_index(array.shape[1], size[0], align_corners)
+    rows = array[:, low] * (1 - weight)[None, :, None] + array[:, high] * weight[None, :, None]
+    low, high, weight = _source_index(array.shape[2], size[1], align_corners)
+    return rows[:, :, low] * (1 - weight) + rows[:, :, high] * weight
+
+
+# ----------------------------------------------------------------------------- the results
+@dataclass
+class SegmentationResult:
+    """A segmentation of the original image: ``labels`` (H, W) int64, ``logits`` (C, H, W)
+    float32 (as mmseg's ``seg_logits``: before softmax)."""
+    labels: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass
+class DetectionResult:
+    """Detections on the original image, best first: ``boxes`` (N, 4) x1 y1 x2 y2 float32,
+    ``scores`` (N,), ``labels`` (N,) int64, ``masks`` (N, H, W) bool or None."""
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    masks: Optional[np.ndarray] = None
+
+
+def read_metadata(session) -> Dict[str, object]:
+    """The file's ``metadata_props``, JSON-decoded (``tools/export_onnx.py`` writes JSON)."""
+    found = {}
+    for key, value in session.get_modelmeta().custom_metadata_map.items():
+        try:
+            found[key] = json.loads(value)
+        except ValueError:
+            found[key] = value
+    return found
+
+
+class OnnxModel:
+    """An exported detector or segmentor in an onnxruntime session, with the config's test-time
+    pre- and post-processing.
+
+    Args:
+        path (str): The ``.onnx`` file.
+        providers (Sequence[str], optional): onnxruntime execution providers (default: CPU).
+        threads (int, optional): Intra-op threads (default: onnxruntime's choice).
+    """
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None) -> None:
+        import onnxruntime as ort
+        if not osp.isfile(path):
+            raise DeployError(f'No such ONNX file: {path}')
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.path = path
+        self.session = ort.InferenceSession(
+            path, options, providers=list(providers or ['CPUExecutionProvider']))
+        self.meta = read_metadata(self.session)
+        if self.meta.get('task') not in ('segmentation', 'detection'):
+            raise DeployError(f'{path} was not made by tools/export_onnx.py: its metadata names '
+                              f'no task (segmentation or detection)')
+        self.task = self.meta['task']
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        shape = self.meta.get('input_shape')
+        self.input_shape = tuple(shape) if isinstance(shape, list) else None  # None: any
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        return tuple(self.meta.get('classes') or ())
+
+    def describe(self) -> str:
+        """What the file was made for, in words."""
+        size = ('any size' if self.input_shape is None else
+                f'{self.input_shape[0]}x{self.input_shape[1]} inputs')
+        return (f"{self.meta.get('config')} ({self.task}, {len(self.classes)} classes, {size}, "
+                f"checkpoint sha256 {str(self.meta.get('checkpoint_sha256'))[:12]}...)")
+
+    # ------------------------------------------------------------------------------ running
+    def run(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        """The graph's outputs for one image as the graph takes it: (H, W, 3) uint8, BGR, already
+        resized. A fixed-size file refuses another size."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DeployError(f'Expected an (H, W, 3) uint8 BGR image, got {image.shape} '
+                              f'{image.dtype}')
+        if self.input_shape is not None and tuple(image.shape[:2]) != self.input_shape:
+            raise DeployError(
+                f'{self.path} was exported for {self.input_shape[0]}x{self.input_shape[1]} '
+                f'inputs; this one is {image.shape[0]}x{image.shape[1]} (after the test '
+                f'resize). Export with --shape {image.shape[0]} {image.shape[1]}, or with '
+                '--dynamic for any size.')
+        outputs = self.session.run(self.output_names,
+                                   {self.input_name: np.ascontiguousarray(image[None])})
+        return dict(zip(self.output_names, outputs))
+
+    def __call__(self, image: 'np.ndarray | str'):
+        """Predict on one image (BGR uint8 array, or a path) at its original size:
+        ``SegmentationResult`` or ``DetectionResult``."""
+        if isinstance(image, str):
+            image = read_image(image)
+        resized, scale_factor = resize_image(image, self.meta.get('test_resize'))
+        if self.task == 'segmentation':
+            return self._segment(resized, image.shape[:2])
+        return self._detect(resized, scale_factor, image.shape[:2])
+
+    # ------------------------------------------------------------------------ segmentation
+    def segmentation_logits(self, image: np.ndarray) -> np.ndarray:
+        """(C, H, W) logits at the resized image's size: the whole image at once, or averaged
+        over sliding windows as mmseg's ``slide_inference`` does."""
+        if self.meta.get('test_mode') != 'slide':
+            return self.run(image)['logits'][0]
+        height, width = image.shape[:2]
+        preds = counts = None
+        for y1, y2, x1, x2 in slide_windows(height, width, self.meta['crop_size'],
+                                            self.meta['stride']):
+            logits = self.run(image[y1:y2, x1:x2])['logits'][0]
+            if preds is None:
+                preds = np.zeros((logits.shape[0], height, width), np.float32)
+                counts = np.zeros((1, height, width), np.float32)
+            preds[:, y1:y2, x1:x2] += logits
+            counts[:, y1:y2, x1:x2] += 1
+        return preds / counts
+
+    def _segment(self, image: np.ndarray, original: Tuple[int, int]) -> SegmentationResult:
+        logits = resize_bilinear(self.segmentation_logits(image), tuple(original),
+                                 bool(self.meta.get('align_corners', False)))
+        if logits.shape[0] > 1:
+            labels = logits.argmax(0)
+        else:  # one output channel: a binary segmentation thresholded after a sigmoid
+            logits = 1 / (1 + np.exp(-logits))
+            labels = (logits[0] > float(self.meta.get('threshold', 0.3))).astype(np.int64)
+        return SegmentationResult(labels=labels.astype(np.int64), logits=logits)
+
+    # --------------------------------------------------------------------------- detection
+    def _detect(self, image: np.ndarray, scale_factor: Tuple[float, float],
+                original: Tuple[int, int]) -> DetectionResult:
+        raise DeployError(f'{self.path}: detection is not supported by this runtime yet')

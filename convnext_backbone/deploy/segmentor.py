@@ -1,0 +1,161 @@
+"""A segmentor (mmseg's ``EncoderDecoder``) as one traceable module for ONNX export: the image
+as read (uint8 BGR) in, logits and label map at the input's resolution out.
+
+In the graph, as mmseg's test step does it: the data preprocessor's BGR -> RGB and mean / std
+(and its test-time padding, if it has one), backbone, neck, decode head (not the auxiliary
+head, which mmseg runs in training only), the resize of the logits to the input's size, the
+label map. Resizing the image before, sliding windows and the resize to the original image
+after are the runtime's (``deploy.runtime``), as in mmseg they are the pipeline's and
+``slide_inference``'s.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DeployError
+
+__all__ = ['ExactAdaptiveAvgPool2d', 'replace_adaptive_pools', 'SegmentorForExport',
+           'SEGMENTORS', 'DECODE_HEADS']
+
+# What the exporter handles: mmseg's segmentors and decode heads it was checked against.
+SEGMENTORS = ('EncoderDecoder', )
+DECODE_HEADS = ('UPerHead', 'FCNHead', 'PSPHead')
+
+
+def _bin_weights(size_in, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) averaging weights of adaptive average pooling along one axis: bin i
+    covers [floor(i * n / s), ceil((i + 1) * n / s)), as PyTorch's kernel computes it.
+    ``size_in`` may be a traced size, so the bins follow the input's size in the graph."""
+    index = torch.arange(size_out)
+    start = torch.div(index * size_in, size_out, rounding_mode='floor')
+    end = torch.div((index + 1) * size_in + size_out - 1, size_out, rounding_mode='floor')
+    positions = torch.arange(size_in)
+    member = (positions[None, :] >= start[:, None]) & (positions[None, :] < end[:, None])
+    return member.float() / (end - start).float()[:, None]
+
+
+class ExactAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` as two matrix products with the bins' averaging weights.
+
+    NOTE: ONNX has no adaptive pooling; exporters turn it into a fixed AvgPool, which only
+    exists where the output size divides the input's and only for the size traced. The bins
+    computed from the traced size give PyTorch's result for every size (to float rounding).
+
+    Args:
+        output_size (int | Sequence[int]): (h, w) of the output, or one size for both.
+    """
+
+    def __init__(self, output_size: 'int | Sequence[int]') -> None:
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        if any(s is None for s in output_size):
+            raise DeployError(f'AdaptiveAvgPool2d({output_size}) keeps an input size (None); '
+                              'the exporter handles given output sizes only')
+        self.output_size = tuple(int(s) for s in output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = _bin_weights(x.shape[-2], self.output_size[0]).to(x.dtype)
+        columns = _bin_weights(x.shape[-1], self.output_size[1]).to(x.dtype)
+        # (s_h, H) @ (N, C, H, W) @ (W, s_w) -> (N, C, s_h, s_w)
+        return torch.matmul(torch.matmul(rows, x), columns.t())
+
+
+def replace_adaptive_pools(model: nn.Module) -> int:
+    """Replace every ``nn.AdaptiveAvgPool2d`` of ``model`` (in place) by
+    ``ExactAdaptiveAvgPool2d``; returns how many were replaced."""
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.AdaptiveAvgPool2d:
+                setattr(module, child_name, ExactAdaptiveAvgPool2d(child.output_size))
+                count += 1
+    return count
+
+
+def check_segmentor(segmentor: nn.Module) -> None:
+    """Refuse, naming the module type, a segmentor whose parts the exporter does not handle."""
+    kind = type(segmentor).__name__
+    if kind not in SEGMENTORS:
+        raise DeployError(f'The exporter handles the segmentors {", ".join(SEGMENTORS)}; this '
+                          f'config builds a {kind}')
+    head = type(segmentor.decode_head).__name__
+    if isinstance(segmentor.decode_head, nn.ModuleList) or head not in DECODE_HEADS:
+        raise DeployError(f'The exporter handles the decode heads {", ".join(DECODE_HEADS)}; '
+                          f'this config has a {head}')
+
+
+class SegmentorForExport(nn.Module):
+    """The whole test-time computation of an ``EncoderDecoder`` on one image (batch 1).
+
+    Input ``image``: (1, H, W, 3) uint8 in the order the pipeline reads (BGR). Outputs
+    ``logits`` (1, C, H, W) float32 (mmseg's ``seg_logits`` before the resize to the original
+    image) and ``labels`` (1, H, W) int64.
+
+    Args:
+        segmentor (nn.Module): The built, loaded segmentor (eval mode); copied, not changed.
+    """
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        check_segmentor(segmentor)
+        segmentor = copy.deepcopy(segmentor).eval()
+        replace_adaptive_pools(segmentor)
+        preprocessor = segmentor.data_preprocessor
+        self.backbone = segmentor.backbone
+        self.neck = segmentor.neck if segmentor.with_neck else None
+        self.decode_head = segmentor.decode_head
+        self.bgr_to_rgb = bool(preprocessor.channel_conversion)
+        self.normalize = bool(preprocessor._enable_normalize)
+        self.register_buffer('mean', preprocessor.mean.detach().clone().reshape(1, -1, 1, 1)
+                             if self.normalize else torch.zeros(1, 3, 1, 1))
+        self.register_buffer('std', preprocessor.std.detach().clone().reshape(1, -1, 1, 1)
+                             if self.normalize else torch.ones(1, 3, 1, 1))
+        test_cfg = preprocessor.test_cfg or {}
+        self.pad_size = test_cfg.get('size')  # (h, w) to pad to, or None
+        self.pad_size_divisor = test_cfg.get('size_divisor')
+        self.pad_val = float(preprocessor.pad_val)
+        self.align_corners = bool(self.decode_head.align_corners)
+        self.binary = self.decode_head.out_channels == 1
+        self.threshold = float(getattr(self.decode_head, 'threshold', None) or 0.3)
+
+    def _pad(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
+        """Pad at the bottom and right as mmseg's ``stack_batch`` does at test time (after
+        normalisation, with ``pad_val``); returns the padded input and the input's (h, w)."""
+        height, width = x.shape[-2], x.shape[-1]
+        if self.pad_size is not None:
+            pad_h = self.pad_size[0] - height
+            pad_w = self.pad_size[1] - width
+        elif self.pad_size_divisor:
+            divisor = self.pad_size_divisor
+            pad_h = (height + divisor - 1) // divisor * divisor - height
+            pad_w = (width + divisor - 1) // divisor * divisor - width
+        else:
+            return x, height, width
+        return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_val), height, width
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = image.permute(0, 3, 1, 2).float()  # (1, H, W, 3) -> (1, 3, H, W)
+        if self.bgr_to_rgb:
+            x = x[:, [2, 1, 0]]
+        x = (x - self.mean) / self.std
+        x, height, width = self._pad(x)
+        features = self.backbone(x)
+        if self.neck is not None:
+            features = self.neck(features)
+        logits = self.decode_head(features)
+        # decode_head.predict_by_feat: to the (padded) input's size; then the padding is cut
+        # off as in postprocess_result.
+        logits = F.interpolate(logits, size=x.shape[-2:], mode='bilinear',
+                               align_corners=self.align_corners)
+        logits = logits[:, :, :height, :width]
+        if self.binary:
+            labels = (logits.sigmoid()[:, 0] > self.threshold).long()
+        else:
+            labels = logits.argmax(1)
+        return logits, labels
