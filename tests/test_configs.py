@@ -34,6 +34,8 @@ IMAGENET = {
     'cascade_mask_rcnn_convnext_xl_in22k': 'convnext_xlarge_22k_224.pth',
     'upernet_convnext_xl_in22k': 'convnext_xlarge_22k_224.pth',
     'mask_rcnn_convnextv2_t': 'convnextv2/im1k/convnextv2_tiny_1k_224_ema.pt',  # V2 release
+    'deeplabv3plus_convnext_t': 'convnext_tiny_1k_224.pth',
+    'mask2former_convnext_t': 'convnext_tiny_1k_224.pth',
 }
 
 
@@ -44,7 +46,7 @@ def _backbone(cfg) -> ConvNeXt:
 
 
 def test_every_config_is_listed():
-    assert len(CONFIGS) == 14 and len(DEMOS) == 2
+    assert len(CONFIGS) == 16 and len(DEMOS) == 4
     assert sorted(IMAGENET) == sorted(osp.splitext(osp.basename(p))[0] for p in CONFIGS)
 
 
@@ -53,11 +55,25 @@ def test_channels_checkpoint_and_decay(path):
     cfg = Config.fromfile(osp.join(ROOT, path))
     assert cfg.model.backbone.type == 'ConvNeXt'
     backbone = _backbone(cfg)
+    head = cfg.model.get('decode_head')
     if cfg.default_scope == 'mmdet':
         assert list(cfg.model.neck.in_channels) == list(backbone.out_channels)
+    elif head.type == 'Mask2FormerHead':  # all four stages, no auxiliary head
+        assert list(head.in_channels) == list(backbone.out_channels)
+        assert list(head.strides) == list(backbone.out_strides) == [4, 8, 16, 32]
+        assert 'auxiliary_head' not in cfg.model
+        # One weight per class, then the no-object class's (Swin-T recipe: 0.1).
+        assert head.loss_cls.class_weight == [1.0] * head.num_classes + [0.1]
     else:
-        head, aux = cfg.model.decode_head, cfg.model.auxiliary_head
-        assert list(head.in_channels) == [backbone.out_channels[i] for i in head.in_index]
+        if head.type == 'DepthwiseSeparableASPPHead':  # ASPP at stride 16 on stage 3
+            assert head.in_index == 3 and backbone.out_strides[3] == 16
+            assert head.in_channels == backbone.out_channels[3]
+            # The low-level branch reads the first output, whatever in_index says.
+            assert head.c1_in_channels == backbone.out_channels[0]
+            assert backbone.out_strides[0] == 4
+        else:
+            assert list(head.in_channels) == [backbone.out_channels[i] for i in head.in_index]
+        aux = cfg.model.auxiliary_head
         assert aux.in_channels == backbone.out_channels[aux.in_index] and aux.in_index == 2
         assert aux.loss_decode.loss_weight == 0.4
     optim = cfg.optim_wrapper
@@ -65,6 +81,10 @@ def test_channels_checkpoint_and_decay(path):
     assert optim.paramwise_cfg.num_layers in ('auto', backbone.num_layers)
     if path in DEMOS:
         assert cfg.model.backbone.init_cfg is None  # trained from scratch on generated data
+    elif cfg.default_scope == 'mmseg' and head.type == 'Mask2FormerHead':
+        # MMSegmentation's Mask2Former recipe: fp32, gradient clipping at norm 0.01.
+        assert optim.type == 'OptimWrapper' and optim.optimizer.weight_decay == 0.05
+        assert optim.clip_grad == dict(max_norm=0.01, norm_type=2)
     else:
         assert optim.type == 'AmpOptimWrapper' and optim.optimizer.weight_decay == 0.05
         checkpoint = cfg.model.backbone.init_cfg.checkpoint
