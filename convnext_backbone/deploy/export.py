@@ -32,6 +32,7 @@ from ..checkpoints.download import checkpoint_path, is_url
 from ..data.configure import innermost_dataset
 from ..engine import config_dataset_meta
 from ..errors import DeployError
+from .detector import DetectorForExport
 from .segmentor import SegmentorForExport
 
 __all__ = ['export_onnx', 'build_loaded_model', 'test_resize_of', 'config_fingerprint',
@@ -155,6 +156,26 @@ def _config_values(preprocessor_cfg: dict, key: str, preprocessor) -> Optional[L
     return [float(v) for v in values]
 
 
+def _bgr_to_rgb(preprocessor) -> bool:
+    """Whether the data preprocessor turns BGR into RGB (mmseg's and mmengine's names)."""
+    return bool(getattr(preprocessor, 'channel_conversion',
+                        getattr(preprocessor, '_channel_conversion', False)))
+
+
+def _detection_settings(model, shape: Optional[Sequence[int]],
+                        dynamic: bool) -> Tuple[dict, Optional[Tuple[int, int]]]:
+    """The detection metadata and the fixed input size (None: any size, the default: test
+    images keep their aspect ratio, so their sizes vary)."""
+    rcnn = model.roi_head.test_cfg
+    settings = dict(score_thr=float(rcnn.score_thr), max_per_img=int(rcnn.max_per_img),
+                    mask_thr_binary=float(rcnn.mask_thr_binary),
+                    pad_size_divisor=int(model.data_preprocessor.pad_size_divisor))
+    if shape is None and not dynamic:
+        print_log('Detection: test images keep their aspect ratio, so the file takes any size '
+                  '(as --dynamic); --shape H W fixes one', logger='current')
+    return settings, (None if dynamic or shape is None else tuple(shape))
+
+
 def _trace_example(fixed: Optional[Tuple[int, int]], settings: dict) -> Tuple[int, int]:
     """The input size to trace with: the fixed size, else the crop size, else a size that is
     no multiple of the strides, so that no size-dependent constant hides."""
@@ -208,13 +229,22 @@ def export_onnx(cfg: Config,
     local = checkpoint_path(checkpoint) if is_url(checkpoint) else checkpoint
     test_resize = test_resize_of(cfg)  # refuses a pipeline the runtime cannot follow, early
     model, dataset_meta = build_loaded_model(cfg, local)
-    if task != 'segmentation':
-        raise DeployError('Detection export is not supported yet')
-    settings, fixed = _segmentation_settings(cfg, model, shape, dynamic)
-    wrapper = SegmentorForExport(model).eval()
-    outputs = ['logits', 'labels']
-    axes = {'image': {1: 'height', 2: 'width'}, 'logits': {2: 'height', 3: 'width'},
-            'labels': {1: 'height', 2: 'width'}}
+    if task == 'segmentation':
+        settings, fixed = _segmentation_settings(cfg, model, shape, dynamic)
+        wrapper = SegmentorForExport(model).eval()
+        inputs, outputs = ['image'], ['logits', 'labels']
+        axes = {'logits': {2: 'height', 3: 'width'}, 'labels': {1: 'height', 2: 'width'}}
+    else:
+        wrapper = DetectorForExport(model).eval()  # refuses heads it does not handle
+        settings, fixed = _detection_settings(model, shape, dynamic)
+        inputs = ['image', 'scale_factor', 'original_size']
+        outputs = ['boxes', 'scores', 'labels', 'masks']
+        # the number of detections and the original size vary, whatever the input size
+        axes = {'boxes': {0: 'detections'}, 'scores': {0: 'detections'},
+                'labels': {0: 'detections'},
+                'masks': {0: 'detections', 1: 'original_height', 2: 'original_width'}}
+    if fixed is None:
+        axes['image'] = {1: 'height', 2: 'width'}
     preprocessor = model.data_preprocessor
     meta = dict(
         task=task, exporter='convnext_backbone tools/export_onnx.py',
@@ -224,30 +254,37 @@ def export_onnx(cfg: Config,
         checkpoint_sha256=file_sha256(local),
         classes=list(dataset_meta.get('classes') or ()),
         palette=[list(map(int, c)) for c in dataset_meta.get('palette') or ()],
-        input='image: (1, H, W, 3) uint8, BGR as LoadImageFromFile reads, after the test resize',
+        input='image: (1, H, W, 3) uint8, BGR as LoadImageFromFile reads, after the test resize'
+        + ('; scale_factor: (2,) float32 (w, h) of the resize; original_size: (2,) int64 (h, w)'
+           if task == 'detection' else ''),
         input_channel_order='BGR',
-        model_channel_order='RGB' if preprocessor.channel_conversion else 'BGR',
+        model_channel_order='RGB' if _bgr_to_rgb(preprocessor) else 'BGR',
         mean=_config_values(cfg.model.data_preprocessor, 'mean', preprocessor),
         std=_config_values(cfg.model.data_preprocessor, 'std', preprocessor),
         test_resize=test_resize,
         input_shape=list(fixed) if fixed is not None else 'dynamic',
         outputs=outputs, **settings)
-    example = torch.zeros((1, *_trace_example(fixed, settings), 3), dtype=torch.uint8)
+    size = _trace_example(fixed, settings)
+    example = torch.zeros((1, *size, 3), dtype=torch.uint8)
     example.random_(0, 256, generator=torch.Generator().manual_seed(0))
+    example = (example, ) if task == 'segmentation' else (
+        example, torch.tensor([1.0, 1.0]), torch.tensor(size, dtype=torch.long))
     folder = osp.dirname(osp.abspath(out))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(suffix='.onnx.part', dir=folder)
     os.close(handle)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        # Grad enabled: ConvNeXt blocks take their eager inference path (in-place and fused
+        # ops, some without ONNX rules) only when autograd records nothing; the exporter traces
+        # the reference path, equal to it to rounding.
+        with warnings.catch_warnings(), torch.enable_grad():
             # The TorchScript exporter is deprecated in favour of torch.export, which cannot
             # export torchvision's NMS / RoIAlign (module docstring); tracer warnings are about
             # Python values that the checks of the tests cover.
             warnings.simplefilter('ignore')
-            torch.onnx.export(wrapper, (example, ), temporary, dynamo=False,
-                              opset_version=opset, input_names=['image'],
-                              output_names=outputs,
-                              dynamic_axes=axes if fixed is None else None,
+            torch.onnx.export(wrapper, example, temporary, dynamo=False,
+                              opset_version=opset, input_names=inputs,
+                              output_names=outputs, dynamic_axes=axes or None,
                               do_constant_folding=True)
         onnx_model = onnx.load(temporary)
         _check_operators(onnx_model)

@@ -212,9 +212,10 @@ class OnnxModel:
                 f"checkpoint sha256 {str(self.meta.get('checkpoint_sha256'))[:12]}...)")
 
     # ------------------------------------------------------------------------------ running
-    def run(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+    def run(self, image: np.ndarray, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         """The graph's outputs for one image as the graph takes it: (H, W, 3) uint8, BGR, already
-        resized. A fixed-size file refuses another size."""
+        resized (detection: with the inputs ``scale_factor`` and ``original_size``). A
+        fixed-size file refuses another size."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DeployError(f'Expected an (H, W, 3) uint8 BGR image, got {image.shape} '
                               f'{image.dtype}')
@@ -224,8 +225,12 @@ class OnnxModel:
                 f'inputs; this one is {image.shape[0]}x{image.shape[1]} (after the test '
                 f'resize). Export with --shape {image.shape[0]} {image.shape[1]}, or with '
                 '--dynamic for any size.')
+        if self.task == 'detection' and not inputs:  # the image is the original one
+            inputs = dict(scale_factor=np.ones(2, np.float32),
+                          original_size=np.asarray(image.shape[:2], np.int64))
         outputs = self.session.run(self.output_names,
-                                   {self.input_name: np.ascontiguousarray(image[None])})
+                                   {self.input_name: np.ascontiguousarray(image[None]),
+                                    **inputs})
         return dict(zip(self.output_names, outputs))
 
     def __call__(self, image: 'np.ndarray | str'):
@@ -269,4 +274,10 @@ class OnnxModel:
     # --------------------------------------------------------------------------- detection
     def _detect(self, image: np.ndarray, scale_factor: Tuple[float, float],
                 original: Tuple[int, int]) -> DetectionResult:
-        raise DeployError(f'{self.path}: detection is not supported by this runtime yet')
+        """Boxes divided by the resize's factors and masks pasted on the original image are
+        the graph's (as mmdet's mask head does them); this passes the factors and the size."""
+        outputs = self.run(image, scale_factor=np.asarray(scale_factor, np.float32),
+                           original_size=np.asarray(original, np.int64))
+        return DetectionResult(boxes=outputs['boxes'], scores=outputs['scores'],
+                               labels=outputs['labels'].astype(np.int64),
+                               masks=outputs.get('masks'))

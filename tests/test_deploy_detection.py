@@ -1,0 +1,203 @@
+"""ONNX export of the detectors (Mask R-CNN, Cascade Mask R-CNN) with their post-processing in
+the graph: detections of the file, run by onnxruntime, match mmdet's one to one (labels, box
+IoU, scores, mask IoU); the graph's RoiAlign is mmcv's RoIAlign; masks are pasted as mmdet's
+``_do_paste_mask``; tools/test.py gives the checkpoint's COCO mAP; unhandled heads are refused."""
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import DefaultScope
+from PIL import Image
+
+from convnext_backbone.data.demo import make_coco_shapes
+from convnext_backbone.deploy.detector import DetectorForExport, paste_masks
+from convnext_backbone.deploy.export import export_onnx
+from convnext_backbone.deploy.runtime import DeployError, OnnxModel
+
+from .helpers import CASCADE, COCO_DEMO, build, save, tool_output
+
+
+def box_iou(a, b):
+    """IoU of each box of ``a`` (N, 4) with each of ``b`` (M, 4)."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter + 1e-12)
+
+
+def assert_detections_match(ours, theirs, score_tol=1e-4):
+    """One to one: each of mmdet's detections has one of ours of the same label, box IoU >=
+    0.999, score within ``score_tol`` and mask IoU >= 0.99 (taken once)."""
+    assert len(ours.boxes) == len(theirs.bboxes) > 0, (len(ours.boxes), len(theirs.bboxes))
+    ious = box_iou(theirs.bboxes.numpy(), ours.boxes)
+    free = np.ones(len(ours.boxes), bool)
+    for i in range(len(theirs.bboxes)):
+        fits = (free & (ours.labels == int(theirs.labels[i])) & (ious[i] >= 0.999) &
+                (np.abs(ours.scores - float(theirs.scores[i])) <= score_tol))
+        assert fits.any(), (i, theirs.bboxes[i], theirs.scores[i], theirs.labels[i])
+        j = int(np.flatnonzero(fits)[np.argmax(ious[i][fits])])
+        free[j] = False
+        a, b = theirs.masks[i].numpy(), ours.masks[j]
+        union = (a | b).sum()
+        assert union == 0 or (a & b).sum() / union >= 0.99, (i, (a & b).sum(), union)
+
+
+def mmdet_prediction(model, cfg, image_path):
+    """mmdet's own test step on one image: its pred_instances on the original image."""
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t.type != 'LoadAnnotations']
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.no_grad():
+        data = pseudo_collate([Compose(pipeline)(dict(img_path=image_path, img_id=0))])
+        return model.test_step(data)[0].pred_instances
+
+
+def detector_config(path, data_root=None, **model):
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None
+    if path == CASCADE:  # as tests.helpers.build makes it
+        cfg.merge_from_dict(dict(model=dict(
+            backbone=dict(arch='atto'), neck=dict(in_channels=[40, 80, 160, 320]),
+            test_cfg=dict(rpn=dict(nms_pre=200, max_per_img=30)))))
+    cfg.merge_from_dict(dict(model=model))
+    if data_root:
+        for split in ('val_dataloader', 'test_dataloader'):
+            cfg[split].dataset.data_root = data_root
+    return cfg
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """Demo images: two 192x192, and one 150x230 that the test resize scales to 192x294."""
+    tmp = tmp_path_factory.mktemp('det')
+    make_coco_shapes(str(tmp / 'coco'), num_train=1, num_val=2, size=192, seed=3)
+    paths = sorted(glob.glob(str(tmp / 'coco' / 'val2017' / '*.jpg')))
+    Image.open(paths[0]).resize((230, 150), Image.BILINEAR).save(tmp / 'wide.jpg')
+    return dict(tmp=tmp, paths=paths + [str(tmp / 'wide.jpg')])
+
+
+# ------------------------------------------------------------------------- the operators
+def test_graph_roi_align_is_mmcvs(tmp_path):
+    """torchvision's roi_align as exported (ONNX RoiAlign, half_pixel) and run by onnxruntime
+    equals mmcv's RoIAlign (aligned=True) with sampling_ratio 0 (adaptive) and 2."""
+    import onnxruntime as ort
+    from mmcv.ops import RoIAlign
+    from torchvision.ops import roi_align
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 8, 25, 38, generator=generator)
+    corners = torch.rand(40, 2, generator=generator) * torch.tensor([300., 200.])
+    sizes = torch.rand(40, 2, generator=generator) * 150 + 0.5
+    rois = torch.cat([torch.zeros(40, 1), corners, corners + sizes], dim=1)
+    rois[0, 1:] = torch.tensor([-20., -10., 5., 3.])  # partly outside the image
+    for sampling_ratio in (0, 2):
+        class Pool(torch.nn.Module):
+            def forward(self, x, r):
+                return roi_align(x, r, (7, 7), 1 / 8, sampling_ratio, True)
+
+        path = str(tmp_path / f'roi_align_{sampling_ratio}.onnx')
+        torch.onnx.export(Pool(), (features, rois), path, dynamo=False, opset_version=17,
+                          input_names=['x', 'r'])
+        ours = ort.InferenceSession(path).run(None, {'x': features.numpy(),
+                                                     'r': rois.numpy()})[0]
+        mmcv = RoIAlign((7, 7), 1 / 8, sampling_ratio, aligned=True)(features, rois).numpy()
+        np.testing.assert_allclose(ours, mmcv, rtol=1e-5, atol=1e-5)
+
+
+def test_paste_masks_is_mmdets():
+    from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
+    generator = torch.Generator().manual_seed(1)
+    masks = torch.rand(6, 28, 28, generator=generator)
+    corners = torch.rand(6, 2, generator=generator) * 100 - 10
+    boxes = torch.cat([corners, corners + torch.rand(6, 2, generator=generator) * 90 + 1], 1)
+    ours = paste_masks(masks, boxes, torch.tensor(97), torch.tensor(121))
+    for i in range(6):  # mmdet on CPU: one mask at a time, in its box's window
+        theirs, window = _do_paste_mask(masks[i:i + 1, None], boxes[i:i + 1], 97, 121, True)
+        np.testing.assert_allclose(ours[i][window].numpy(), theirs[0].numpy(), atol=1e-5)
+        full = torch.zeros(97, 121, dtype=torch.bool)
+        full[window] = theirs[0] >= 0.5
+        assert torch.equal(ours[i] >= 0.5, full)
+
+
+# -------------------------------------------------------------------------------- parity
+def test_mask_rcnn_demo_file_matches_mmdet(images, tmp_path):
+    """Mask R-CNN demo (random weights): one file for any size; every detection of mmdet's on
+    images at and off the test size matches one of the file's."""
+    model = build(COCO_DEMO)
+    checkpoint = save(tmp_path, model.state_dict())
+    cfg = detector_config(COCO_DEMO)
+    export_onnx(cfg, checkpoint, str(tmp_path / 'mask_rcnn.onnx'))
+    onnx_model = OnnxModel(str(tmp_path / 'mask_rcnn.onnx'))
+    assert onnx_model.input_shape is None and onnx_model.meta['max_per_img'] == 20
+    for path in images['paths']:
+        ours = onnx_model(path)
+        theirs = mmdet_prediction(model, cfg, path)
+        assert ours.masks.shape[1:] == theirs.masks.shape[1:]  # the original image's size
+        assert_detections_match(ours, theirs)
+    import onnx
+    nodes = onnx.load(str(tmp_path / 'mask_rcnn.onnx')).graph.node
+    ops = {n.op_type for n in nodes}
+    assert {'RoiAlign', 'NonMaxSuppression'} <= ops and all(n.domain == '' for n in nodes)
+    roi_modes = {a.s for n in nodes if n.op_type == 'RoiAlign' for a in n.attribute
+                 if a.name == 'coordinate_transformation_mode'}
+    assert roi_modes == {b'half_pixel'}
+
+
+@pytest.mark.slow
+def test_cascade_file_matches_mmdet(images, tmp_path):
+    """Cascade Mask R-CNN (class-aware regression, sampling_ratio 0, atto), random weights,
+    the test resize made small: detections match one to one."""
+    resize = dict(type='Resize', scale=(320, 256), keep_ratio=True)
+    model = build(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30)))
+    assert not model.roi_head.bbox_head[0].reg_class_agnostic
+    checkpoint = save(tmp_path, model.state_dict())
+    cfg = detector_config(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30)))
+    cfg.test_dataloader.dataset.pipeline[1] = resize
+    export_onnx(cfg, checkpoint, str(tmp_path / 'cascade.onnx'))
+    onnx_model = OnnxModel(str(tmp_path / 'cascade.onnx'))
+    for path in images['paths'][1:]:
+        assert_detections_match(onnx_model(path), mmdet_prediction(model, cfg, path))
+
+
+# ------------------------------------------------------------------------------ refusals
+def test_unhandled_parts_are_refused():
+    model = build(COCO_DEMO)
+    model.neck = torch.nn.Identity()
+    with pytest.raises(DeployError, match=r"handles necks of the types FPN; this config's "
+                       r'neck is a Identity'):
+        DetectorForExport(model)
+    model = build(COCO_DEMO)
+    model.roi_head.mask_head = torch.nn.Conv2d(1, 1, 1)
+    with pytest.raises(DeployError, match=r'handles mask heads of the types FCNMaskHead; '
+                       r"this config's roi_head.mask_head\[0\] is a Conv2d"):
+        DetectorForExport(model)
+
+
+# ----------------------------------------------------------------------------- the tools
+def _coco_metrics(output):
+    line = [line for line in output.splitlines() if 'Iter(test)' in line and 'bbox_mAP' in line]
+    return {key: float(line[-1].split(f'{key}: ')[1].split()[0])
+            for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50')}
+
+
+@pytest.mark.slow
+def test_tools_coco_map_of_the_file_is_the_checkpoints(images, tmp_path):
+    """tools/test.py on the exported demo (--data): COCO bbox and segm mAP within 0.005 of the
+    checkpoint's; tools/infer.py draws the file's predictions."""
+    data = str(images['tmp'] / 'coco')
+    model = build(COCO_DEMO)
+    checkpoint = save(tmp_path, model.state_dict())
+    out = str(tmp_path / 'demo.onnx')
+    tool_output(tmp_path, 'tools/export_onnx.py', COCO_DEMO, checkpoint, '--out', out,
+                '--data', data)
+    theirs = _coco_metrics(tool_output(tmp_path, 'tools/test.py', COCO_DEMO, checkpoint,
+                                       '--data', data, '--work-dir', str(tmp_path / 'w')))
+    ours = _coco_metrics(tool_output(tmp_path, 'tools/test.py', COCO_DEMO, out, '--data', data))
+    print('COCO PyTorch', theirs, 'onnxruntime', ours)
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
+        assert abs(ours[key] - theirs[key]) <= 0.005, (key, ours, theirs)
+    tool_output(tmp_path, 'tools/infer.py', COCO_DEMO, out, images['paths'][-1], '--out-dir',
+                str(tmp_path / 'vis'), '--score-thr', '0.0')
+    assert Image.open(tmp_path / 'vis' / 'wide_pred.png').size == (230, 150)
