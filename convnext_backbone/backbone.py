@@ -99,23 +99,22 @@ class ConvNeXtBlock(nn.Module):
         self.fused = False  # see fuse_for_inference()
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch as autograd records it (training; eval with gradients)."""
         x = self.dwconv(x)
         # (N, C, H, W) -> (N, H, W, C); a free view when x is channels-last in memory.
-        x = x.permute(0, 2, 3, 1)
-        if self.fused:  # LayerNorm affine and layer scale live in pwconv1 / pwconv2
-            x = F.layer_norm(x, self.norm.normalized_shape, None, None, self.norm.eps)
-        else:
-            x = self.norm(x)
-        x = self.pwconv1(x)
-        # Without autograd, GELU and the layer scale may overwrite their input: that spares a
-        # fresh tensor per op (on CPU, page faults on new memory made stage-0 blocks 2x slower).
-        x = torch._C._nn.gelu_(x) if _can_overwrite(x) else self.act(x)
+        x = self._norm(x.permute(0, 2, 3, 1))
+        x = self.act(self.pwconv1(x))
         if self.grn is not None:
             x = self.grn(x)
         x = self.pwconv2(x)
         if self.gamma is not None and not self.fused:
-            x = x.mul_(self.gamma) if _can_overwrite(x, self.gamma) else x * self.gamma
+            x = x * self.gamma
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # LayerNorm affine and layer scale live in pwconv1 / pwconv2
+            return F.layer_norm(x, self.norm.normalized_shape, None, None, self.norm.eps)
+        return self.norm(x)
 
     # The parameters that fuse_for_inference() changes (the others keep their values).
     FUSED_PARAMS = ('pwconv1.weight', 'pwconv1.bias', 'pwconv2.weight', 'pwconv2.bias')
@@ -136,13 +135,51 @@ class ConvNeXtBlock(nn.Module):
         self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not _records_autograd(x, self):
+            return self._inference(x)
         if self.with_cp and x.requires_grad and self.training:
             branch = checkpoint.checkpoint(self._residual, x, use_reentrant=False)
         else:
             branch = self._residual(x)
-        if not self.training and _can_overwrite(branch, x):
-            return branch.add_(x)  # inference: the branch's fresh tensor takes the sum
         return x + self.drop_path(branch)
+
+    def _inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + _residual(x)`` when autograd records nothing: the same function in fewer passes
+        over memory (equal to rounding, 1e-5).
+
+        NOTE: the one place where inference differs from the training path, for speed. With
+        nothing kept for backward, no layer needs a tensor of its own. On CPU (fp32, eager) both
+        linears are oneDNN GEMMs that apply their bias, then the GELU (pwconv1) or the residual
+        sum (pwconv2, when no separate layer scale is left) to each tile as they write it:
+        otherwise the bias is first copied into each fresh output, and GELU, layer scale and
+        residual are a pass over memory each (together about 15% of a ConvNeXt-T forward on a
+        2-core EPYC, docs/speed.md). Elsewhere (CUDA, autocast, torch.compile and the ONNX
+        exporter, which see plain operators) GELU, layer scale and residual overwrite their
+        input instead of allocating."""
+        shortcut = x.permute(0, 2, 3, 1)  # (N, H, W, C); contiguous when x is channels-last
+        y = self._norm(self.dwconv(x).permute(0, 2, 3, 1))
+        gamma = None if self.fused else self.gamma
+        w1, b1, w2, b2 = (self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight,
+                          self.pwconv2.bias)
+        onednn = _onednn_fits(y, w1)
+        if onednn:
+            y = torch.ops.mkldnn._linear_pointwise(y, w1, b1, 'gelu', [], 'none')
+        else:
+            y = torch._C._nn.gelu_(self.pwconv1(y))
+        if self.grn is not None:
+            y = self.grn(y)
+        if onednn and gamma is None and shortcut.is_contiguous():
+            out = torch.ops.mkldnn._linear_pointwise.binary(y, shortcut, w2, b2, 'add')
+        else:
+            out = (torch.ops.mkldnn._linear_pointwise(y, w2, b2, 'none', [], '') if onednn
+                   else self.pwconv2(y))
+            if gamma is None:
+                out = out.add_(shortcut) if _keeps_dtype(out, shortcut) else shortcut + out
+            elif _keeps_dtype(out, gamma, shortcut):
+                out = torch.addcmul(shortcut, out, gamma, out=out)  # one pass
+            else:  # autocast: a bf16 branch times the fp32 layer scale is fp32, as in training
+                out = shortcut + out * gamma
+        return out.permute(0, 3, 1, 2)
 
 
 @MODELS.register_module()
@@ -498,13 +535,34 @@ def _refuse_loading_when_fused(module: 'ConvNeXt', *args, **kwargs) -> None:
                            'unfuse() before loading weights into it, then fuse again')
 
 
-def _can_overwrite(out: torch.Tensor, *operands: torch.Tensor) -> bool:
-    """Whether an op on ``out`` and ``operands`` may write its result into ``out``: autograd
-    records none of them, and type promotion keeps ``out``'s dtype (under autocast a bf16
-    branch times the fp32 layer scale is fp32, and must stay so)."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (out, *operands)):
-        return False
+def _records_autograd(x: torch.Tensor, module: nn.Module) -> bool:
+    """Whether autograd would record a forward of ``module`` at ``x``."""
+    return torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in module.parameters()))
+
+
+def _keeps_dtype(out: torch.Tensor, *operands: torch.Tensor) -> bool:
+    """Whether an op on ``out`` and ``operands`` may write its result into ``out``: type
+    promotion keeps ``out``'s dtype (under autocast a bf16 branch times the fp32 layer scale is
+    fp32, and must stay so)."""
     return all(torch.promote_types(out.dtype, t.dtype) == out.dtype for t in operands)
+
+
+# oneDNN's fused linear (torch.ops.mkldnn._linear_pointwise, what inductor uses on CPU) where
+# torch has oneDNN and x86 vector units (its JIT kernels); other CPUs keep torch's addmm.
+_ONEDNN_CPU = (torch.backends.mkldnn.is_available()
+               and torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'))
+
+
+def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``ConvNeXtBlock._inference`` runs its linears as oneDNN GEMMs with post-ops:
+    eager fp32 on a CPU that has them, outside autocast, and not while torch.compile or the
+    TorchScript / ONNX exporter trace the model (they need plain operators; torch.compile's
+    inductor fuses the same steps itself)."""
+    return (_ONEDNN_CPU and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
+            and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting())
 
 
 def _init_weights(module: nn.Module) -> None:

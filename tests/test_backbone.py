@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
+from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt, backbone
 from convnext_backbone.checkpoints.imagenet import from_timm, to_timm
 
 from .helpers import randomize_
@@ -447,4 +447,50 @@ def test_torch_compile_inference_matches_eager():
         eager = model(x)
         compiled = torch.compile(model)(x)
     for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def _operators(step) -> set:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    return {event.name for event in prof.events()}
+
+
+@pytest.mark.skipif(not backbone._ONEDNN_CPU, reason='needs torch with oneDNN on an x86 CPU')
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # the input-size check
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.trace is deprecated
+def test_cpu_inference_runs_the_linears_as_onednn_gemms_with_post_ops():
+    """Without autograd on CPU (fp32, eager) every block's linears are oneDNN GEMMs that apply
+    bias and GELU / the residual sum themselves: no addmm with its bias copy, no GELU pass;
+    the fused model's pwconv2 takes the residual too. Autocast and the TorchScript tracer (the
+    ONNX exporter) get plain operators."""
+    model = randomize_(ConvNeXt('atto')).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ops = _operators(lambda: model(x))
+        assert 'mkldnn::_linear_pointwise' in ops
+        assert not ops & {'aten::addmm', 'aten::linear', 'aten::gelu', 'aten::gelu_'}, ops
+        assert 'aten::addcmul' in ops  # the layer scale and the residual, one pass
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert 'mkldnn::_linear_pointwise' not in _operators(lambda: model(x))
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert 'mkldnn' not in str(traced.inlined_graph)
+        model.fuse_for_inference()
+        ops = _operators(lambda: model(x))
+        assert 'mkldnn::_linear_pointwise' in ops and 'aten::addcmul' not in ops
+        assert not ops & {'aten::add', 'aten::add_'}, ops  # the residual is pwconv2's post-op
+
+
+@pytest.mark.parametrize('fused', [False, True])
+def test_inference_path_matches_the_plain_path_in_contiguous_layout(fused):
+    """channels_last=False: the blocks' input permuted to (N, H, W, C) is not contiguous, so
+    the residual sum cannot be a post-op of pwconv2; outputs still equal the autograd path's."""
+    model = randomize_(ConvNeXt('atto', channels_last=False)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    plain = model(x)
+    with torch.no_grad():
+        if fused:
+            model.fuse_for_inference()
+        fast = model(x)
+    for a, b in zip(plain, fast):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

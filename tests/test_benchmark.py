@@ -44,7 +44,7 @@ def test_peers_compute_our_function_with_our_weights(version):
     for key, value in peers['convnext_backbone'].state_dict().items():
         torch.testing.assert_close(value, weights[key])
     diffs = max_relative_difference(peers, 'cpu')
-    assert diffs['convnext_backbone'] == 0
+    assert diffs['convnext_backbone'] < 1e-6  # oneDNN's GEMMs on CPU: rounding
     assert all(d < 1e-5 for d in diffs.values()), diffs
     name = 'convnext_atto' if version == 'v1' else 'convnextv2_atto'
     features_only = timm.create_model(name, pretrained=False, features_only=True)
@@ -94,7 +94,7 @@ def test_matmul_floor_runs_the_models_own_linear_products():
     linears = [(m.in_features, m.out_features) for m in model.modules()
                if isinstance(m, nn.Linear)]
     assert [(k, n) for _, k, n in floor.shapes] == linears
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter:  # the autograd path's addmm
         model(x)
     addmm_flops = counter.get_flop_counts()['Global'][torch.ops.aten.addmm]
     assert len(floor.calls) == 2 * sum(model.depths) and floor.flops == addmm_flops

@@ -41,7 +41,11 @@ def matmul_peak_gflops(device: str, *, dtype: torch.dtype = torch.float32,
 def linear_inputs(model: nn.Module, x: torch.Tensor) -> List[Tuple[int, nn.Linear]]:
     """(rows of its input, module) for every ``nn.Linear`` call of one eval forward at ``x``,
     in call order: the shapes the floor reproduces are the ones the model ran, whatever its
-    strides and paddings. The model's train/eval mode is left as it was."""
+    strides and paddings. The model's train/eval mode is left as it was.
+
+    The forward records autograd (its input requires grad): that is the path that calls the
+    ``nn.Linear`` modules; without autograd our blocks run their linears as oneDNN GEMMs with
+    post-ops (``ConvNeXtBlock._inference``), the same products at the same shapes."""
     calls: List[Tuple[int, nn.Linear]] = []
     hooks = [module.register_forward_hook(
         lambda module, args, out: calls.append((args[0].shape[:-1].numel(), module)))
@@ -49,8 +53,8 @@ def linear_inputs(model: nn.Module, x: torch.Tensor) -> List[Tuple[int, nn.Linea
     training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(x)
+        with torch.enable_grad():
+            model(x.detach().requires_grad_())
     finally:
         model.train(training)
         for hook in hooks:
