@@ -16,6 +16,7 @@ from convnext_backbone.benchmark.measure import (COMPILED, FLOOR, count_flops,
                                                  cpu_peak_allocated, precision_name, run_case,
                                                  train_step_activations)
 from convnext_backbone.benchmark.peers import PEERS, build_peers, max_relative_difference
+from convnext_backbone.benchmark.profile import GEMMS, OUTSIDE, model_ranges, profile_case
 from convnext_backbone.benchmark.report import to_markdown
 
 from .helpers import randomize_, run_tool
@@ -106,6 +107,35 @@ def test_matmul_floor_runs_the_models_own_linear_products():
     assert matmul_peak_gflops('cpu', n=256, repeats=1) > 0
 
 
+# ----------------------------------------------------------------------------------- profile
+def test_profile_accounts_for_the_forward_above_its_floor_operator_by_operator():
+    """The account's rows add up to the profiled forward (and to the clock's time of it), name
+    the operators of every part of the model, and put each stage's matrix products beside the
+    floor's: 'above floor' adds up to the forward less the floor."""
+    model = ConvNeXt('atto')
+    account = profile_case(model, torch.randn(1, 3, 64, 64), forwards=2)
+    rows = account['rows']
+    assert sum(r['ms'] for r in rows) == pytest.approx(account['forward_ms'], rel=1e-6)
+    assert sum(r['floor_ms'] for r in rows) == pytest.approx(account['floor_ms'], rel=1e-6)
+    assert sum(r['above_floor_ms'] for r in rows) == pytest.approx(
+        account['forward_ms'] - account['floor_ms'], rel=1e-6, abs=1e-6)
+    # The ranges hold what the clock measured around the profiled forwards.
+    assert account['forward_ms'] == pytest.approx(account['profiled_wall_ms'], rel=0.1, abs=0.5)
+    assert all(account[k] > 0 for k in ('unprofiled_forward_ms', 'unprofiled_floor_ms'))
+    assert list(dict.fromkeys(r['range'] for r in rows)) == [*model_ranges(model), OUTSIDE]
+    assert model_ranges(model)['stage 2'] is model.stages[2] and model.training  # as it was
+    for i, depth in enumerate(model.depths):
+        stage = {r['operator']: r for r in rows if r['range'] == f'stage {i}'}
+        (products, ) = [r for op, r in stage.items() if op.split(' < ')[0] in GEMMS]
+        assert products['calls'] == 2 * depth and products['floor_ms'] > 0
+        assert [r for op, r in stage.items() if op != products['operator']
+                and r['floor_ms'] == 0] == [r for r in stage.values() if r is not products]
+        assert any('convolution' in op for op in stage), stage  # the depthwise 7x7
+        assert any('layer_norm' in op for op in stage), stage
+    stem = [r['operator'] for r in rows if r['range'] == 'stem']
+    assert any('convolution' in op for op in stem) and any('layer_norm' in op for op in stem)
+
+
 # ----------------------------------------------------------------------------------- measure
 def test_a_train_case_in_bf16_channels_last_times_every_peer_and_the_floor():
     peers = build_peers('atto', 'v1')
@@ -185,8 +215,8 @@ def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
     glibc = platform.libc_ver()[0] == 'glibc'
     run = run_tool(tmp_path, 'tools/benchmark.py', '--archs', 'atto', '--sizes', '64x64',
                    '--batches', '1', '--repeats', '1', '--warmup', '0', '--modes', 'eval',
-                   '--device', 'cpu', '--out', 'out', *(['--keep-freed-memory'] if glibc else []),
-                   env=ONE_THREAD)
+                   '--device', 'cpu', '--out', 'out', '--profile',
+                   *(['--keep-freed-memory'] if glibc else []), env=ONE_THREAD)
     results = json.loads((tmp_path / 'out/results.json').read_text())
     markdown = (tmp_path / 'out/results.md').read_text()
     machine = results['machine']
@@ -216,4 +246,11 @@ def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
     rows = [line for line in markdown.splitlines() if line.startswith('| atto | eval | 64x64 |')]
     assert [row.split(' | ')[5] for row in rows] == [*PEERS, FLOOR]
     assert rows[-1].split(' | ')[9] == '1.00'  # the floor is 1x itself
+    # --profile: the case's account, in both reports (profile_case's own test checks its rows)
+    account = case['profile']
+    assert account['forwards'] == 1 and account['rows']
+    assert ("Where our forward's time above the matmul floor goes: atto eval 64x64, batch 1, "
+            'fp32') in markdown
+    assert '| range | operator | calls | ms | floor ms | above floor ms |' in markdown
+    assert f"Profiled forward {account['forward_ms']:.1f} ms" in markdown
     assert markdown in run.stdout and json.dumps(case) in run.stdout

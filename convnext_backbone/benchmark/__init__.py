@@ -9,6 +9,8 @@ Its parts, each importable and testable alone:
   shapes) and the machine's matrix-product peak;
 * ``measure``: the timed steps of a case (eager and compiled peers and the floor, interleaved),
   FLOP counting, the peak activation memory of a train step;
+* ``profile``: where our forward's time above the matmul floor goes, operator by operator,
+  per stage (``--profile``);
 * ``report``: the Markdown table and the JSON file of the results;
 * ``run``: the command line's options and ``main``, which runs the cases and writes the report.
 

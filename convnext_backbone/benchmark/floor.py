@@ -72,8 +72,8 @@ class MatmulFloor:
     block), so that it times the products and nothing else. A train step adds each linear's
     two backward products: grad input (M, N) x (N, K) and grad weight (N, M) x (M, K).
 
-    ``shapes`` holds (M, K, N) of each forward product, in call order; ``flops`` the total of
-    the products ``step()`` runs.
+    ``shapes`` holds (M, K, N) of each forward product, in call order, ``linears`` the module
+    it comes from; ``flops`` the total of the products ``step()`` runs.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, *, mode: str,
@@ -89,6 +89,7 @@ class MatmulFloor:
 
         self.calls: List[Callable[[], torch.Tensor]] = []
         self.shapes: List[Tuple[int, int, int]] = []
+        self.linears: List[nn.Linear] = []
         self.flops = 0
         for rows, linear in linear_inputs(model, x):
             k, n = linear.in_features, linear.out_features
@@ -103,6 +104,7 @@ class MatmulFloor:
                     lambda g=outputs, w=weight, o=inputs: torch.mm(g, w, out=o),
                     lambda g=outputs, a=inputs, o=grad_weight: torch.mm(g.t(), a, out=o)]
             self.shapes.append((rows, k, n))
+            self.linears.append(linear)
             self.flops += 2 * rows * k * n * (3 if mode == 'train' else 1)
 
     def step(self) -> None:

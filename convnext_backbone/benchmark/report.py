@@ -5,7 +5,8 @@ and the spread (min-max) of the repeats, the ratio to the fastest other peer of 
 (eager or compiled), the ratio to the case's matmul floor, the achieved GFLOP/s and its
 fraction of the machine's matrix-product peak of the case's dtype, and the compile time of a
 compiled row; then the peers' output differences and, with ``--memory``, the activation memory
-table. It reads nothing but the results dict, so that a saved ``results.json`` renders again
+table, and with ``--profile`` each eval case's account of our forward's time above its matmul
+floor (``profile.account_markdown``). It reads nothing but the results dict, so that a saved ``results.json`` renders again
 (``to_markdown(json.load(file))``).
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Dict
+
+from .profile import account_markdown
 
 __all__ = ['to_markdown', 'write_reports']
 
@@ -25,6 +28,11 @@ def _ratio_to_fastest_peer(name: str, peers: Dict[str, dict]) -> str:
     others = [r['median_s'] for k, r in peers.items()
               if r['kind'] == kind and not k.startswith('convnext_backbone')]
     return f"{peers[name]['median_s'] / min(others):.2f}" if others else '-'
+
+
+# The account's rows below this share of the forward are merged, per range, in the Markdown
+# (results.json keeps them all).
+ACCOUNT_MIN_SHARE = 0.005
 
 
 def to_markdown(results: dict) -> str:
@@ -62,6 +70,15 @@ def to_markdown(results: dict) -> str:
                      'max relative difference: ' + ', '.join(
                          f"{case['arch']} {case['size']} {case['precision']} {name} {d:.1e}"
                          for case, name, d in compiled))
+    for case in results['cases']:
+        if 'profile' in case:
+            account = case['profile']
+            lines += ['', f"Where our forward's time above the matmul floor goes: {case['arch']} "
+                      f"{case['mode']} {case['size']}, batch {case['batch']}, "
+                      f"{case['precision']} (torch.profiler; per forward; rows under "
+                      f"{ACCOUNT_MIN_SHARE:.1%} of the forward merged per range):", '']
+            lines += account_markdown(account,
+                                      min_ms=ACCOUNT_MIN_SHARE * account['forward_ms'])
     if results.get('memory'):
         lines += ['', '| arch | input | batch | peer | train-step activations, peak MB | '
                   'with_cp MB | ratio |',

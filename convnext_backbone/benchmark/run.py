@@ -8,7 +8,8 @@ its first call's time (compilation, with an empty inductor cache unless $TORCHIN
 is set) in "compile s". ``--keep-freed-memory`` (CPU, glibc) keeps freed memory mapped
 (``convnext_backbone.engine.memory.keep_freed_memory``): otherwise large activation buffers may
 be returned to the OS when freed and page-faulted anew in the next forward, depending on the
-process's history. ``--memory`` measures the activation memory of a train step with and
+process's history. ``--profile`` adds to every eval case the per-operator account of our
+backbone's time above its matmul floor, per stage (``profile.profile_case``). ``--memory`` measures the activation memory of a train step with and
 without ``with_cp`` (``measure.measure_memory``), each in a fresh process.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..engine.memory import keep_freed_memory
 from .floor import matmul_peak_gflops
 from .measure import MEMORY_FORMATS, PRECISIONS, measure_memory, precision_name, run_case
 from .peers import PEERS, build_peers, max_relative_difference
+from .profile import profile_case
 from .report import write_reports
 
 __all__ = ['DESCRIPTION', 'main', 'parse_args']
@@ -60,6 +62,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--keep-freed-memory', action='store_true',
                         help='CPU, glibc: keep freed memory mapped instead of returning it to '
                         'the OS (no page faults on the next forward)')
+    parser.add_argument('--profile', action='store_true',
+                        help='eval cases: also account for our forward\'s time above the matmul '
+                        'floor, operator by operator, per stage (torch.profiler)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--memory', action='store_true',
@@ -87,7 +92,27 @@ def _size(text: str) -> Tuple[int, ...]:
 
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == 'cuda' else (
-        f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads')
+        f'{_cpu_name()}, {torch.get_num_threads()} threads')
+
+
+def _cpu_name() -> str:
+    """'AMD EPYC (x86_64; avx2, avx512f)': the CPU's model name (Linux) and its widest vector
+    extensions, which decide the matmul peak."""
+    name, flags = '', set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and not name:
+                    name = value.strip()
+                elif key.strip() == 'flags' and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    vector = [flag for flag in ('avx2', 'avx512f', 'amx_tile') if flag in flags]
+    machine = platform.machine() or platform.processor()
+    details = '; '.join([machine] + ([', '.join(vector)] if vector else []))
+    return f'{name} ({details})' if name else details
 
 
 def main(argv: Optional[Sequence[str]] = None, *, inductor_cache_chosen: bool = False) -> dict:
@@ -163,6 +188,9 @@ def _run_arch(args: argparse.Namespace, arch: str, results: dict) -> None:
                         case = dict(arch=arch, mode=mode, size=size_text, batch=batch,
                                     precision=precision_name(precision, memory_format),
                                     peers=rows)
+                        if args.profile and mode == 'eval':
+                            case['profile'] = profile_case(ours, x, forwards=args.repeats,
+                                                           amp=PRECISIONS[precision])
                         results['cases'].append(case)
                         print(json.dumps(case), flush=True)
     if args.memory:  # at the largest size only: each case is a fresh process
