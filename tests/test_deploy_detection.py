@@ -3,7 +3,6 @@ the graph: detections of the file, run by onnxruntime, match mmdet's one to one 
 IoU, scores, mask IoU); the graph's RoiAlign is mmcv's RoIAlign; masks are pasted as mmdet's
 ``_do_paste_mask``; tools/test.py gives the checkpoint's COCO mAP; unhandled heads are refused."""
 import glob
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from convnext_backbone.deploy.export import export_onnx
 from convnext_backbone.deploy.runtime import DeployError, OnnxModel
 
 from .helpers import CASCADE, COCO_DEMO, build, save, tool_output
+from .test_deploy_segmentation import spatial_
 
 
 def box_iou(a, b):
@@ -32,7 +32,7 @@ def box_iou(a, b):
 
 def assert_detections_match(ours, theirs, score_tol=1e-4):
     """One to one: each of mmdet's detections has one of ours of the same label, box IoU >=
-    0.999, score within ``score_tol`` and mask IoU >= 0.99 (taken once)."""
+    0.999, score within ``score_tol`` and mask IoU >= 0.99 or one pixel apart (taken once)."""
     assert len(ours.boxes) == len(theirs.bboxes) > 0, (len(ours.boxes), len(theirs.bboxes))
     ious = box_iou(theirs.bboxes.numpy(), ours.boxes)
     free = np.ones(len(ours.boxes), bool)
@@ -43,13 +43,14 @@ def assert_detections_match(ours, theirs, score_tol=1e-4):
         j = int(np.flatnonzero(fits)[np.argmax(ious[i][fits])])
         free[j] = False
         a, b = theirs.masks[i].numpy(), ours.masks[j]
-        union = (a | b).sum()
-        assert union == 0 or (a & b).sum() / union >= 0.99, (i, (a & b).sum(), union)
+        union, differ = (a | b).sum(), (a ^ b).sum()
+        # a small mask may lose its IoU to one pixel whose probability is at the threshold
+        assert differ <= 1 or (a & b).sum() / union >= 0.99, (i, (a & b).sum(), union)
 
 
 def mmdet_prediction(model, cfg, image_path):
     """mmdet's own test step on one image: its pred_instances on the original image."""
-    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t.type != 'LoadAnnotations']
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] != 'LoadAnnotations']
     with DefaultScope.overwrite_default_scope('mmdet'), torch.no_grad():
         data = pseudo_collate([Compose(pipeline)(dict(img_path=image_path, img_id=0))])
         return model.test_step(data)[0].pred_instances
@@ -150,7 +151,10 @@ def test_cascade_file_matches_mmdet(images, tmp_path):
     """Cascade Mask R-CNN (class-aware regression, sampling_ratio 0, atto), random weights,
     the test resize made small: detections match one to one."""
     resize = dict(type='Resize', scale=(320, 256), keep_ratio=True)
-    model = build(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30)))
+    model = spatial_(build(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30))))
+    with torch.no_grad():  # scores of the classes far apart: no ties for NMS to break
+        for head in model.roi_head.bbox_head:
+            head.fc_cls.weight.mul_(1000)
     assert not model.roi_head.bbox_head[0].reg_class_agnostic
     checkpoint = save(tmp_path, model.state_dict())
     cfg = detector_config(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30)))
@@ -177,7 +181,7 @@ def test_unhandled_parts_are_refused():
 
 # ----------------------------------------------------------------------------- the tools
 def _coco_metrics(output):
-    line = [line for line in output.splitlines() if 'Iter(test)' in line and 'bbox_mAP' in line]
+    line = [line for line in output.splitlines() if '(test) [' in line and 'bbox_mAP' in line]
     return {key: float(line[-1].split(f'{key}: ')[1].split()[0])
             for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50')}
 

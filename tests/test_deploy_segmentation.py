@@ -67,7 +67,7 @@ def assert_close(ours, theirs, rtol=1e-4):
 def mmseg_prediction(model, cfg, image_path):
     """mmseg's own test step on one image: (logits (C, H, W), labels (H, W)) at the image's
     size."""
-    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t.type != 'LoadAnnotations']
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] != 'LoadAnnotations']
     with DefaultScope.overwrite_default_scope('mmseg'), torch.no_grad():
         data = pseudo_collate([Compose(pipeline)(dict(img_path=image_path))])
         sample = model.test_step(data)[0]
@@ -274,7 +274,7 @@ def test_runtime_needs_no_mmcv_mmdet_mmseg(demo, how):
 
 # ------------------------------------------------------------------------------ the tools
 def _miou(output):
-    lines = [line for line in output.splitlines() if 'Iter(test)' in line and 'mIoU' in line]
+    lines = [line for line in output.splitlines() if '(test) [' in line and 'mIoU' in line]
     return float(lines[-1].split('mIoU: ')[1].split()[0])
 
 

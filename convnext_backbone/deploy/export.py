@@ -228,6 +228,7 @@ def export_onnx(cfg: Config,
                           f"expected one of {', '.join(TASKS)}")
     local = checkpoint_path(checkpoint) if is_url(checkpoint) else checkpoint
     test_resize = test_resize_of(cfg)  # refuses a pipeline the runtime cannot follow, early
+    fingerprint = config_fingerprint(cfg)  # before building: mmdet's builders edit cfg.model
     model, dataset_meta = build_loaded_model(cfg, local)
     if task == 'segmentation':
         settings, fixed = _segmentation_settings(cfg, model, shape, dynamic)
@@ -249,7 +250,7 @@ def export_onnx(cfg: Config,
     meta = dict(
         task=task, exporter='convnext_backbone tools/export_onnx.py',
         config=config_name or cfg.filename and osp.basename(cfg.filename),
-        config_fingerprint=config_fingerprint(cfg),
+        config_fingerprint=fingerprint,
         checkpoint=osp.basename(str(checkpoint).rstrip('/')),
         checkpoint_sha256=file_sha256(local),
         classes=list(dataset_meta.get('classes') or ()),
