@@ -152,9 +152,11 @@ def test_cascade_file_matches_mmdet(images, tmp_path):
     the test resize made small: detections match one to one."""
     resize = dict(type='Resize', scale=(320, 256), keep_ratio=True)
     model = spatial_(build(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30))))
-    with torch.no_grad():  # scores of the classes far apart: no ties for NMS to break
-        for head in model.roi_head.bbox_head:
+    with torch.no_grad():  # class scores far apart (no ties for NMS to break), mask
+        for head in model.roi_head.bbox_head:  # probabilities away from the threshold
             head.fc_cls.weight.mul_(1000)
+        for head in model.roi_head.mask_head:
+            head.conv_logits.weight.mul_(1000)
     assert not model.roi_head.bbox_head[0].reg_class_agnostic
     checkpoint = save(tmp_path, model.state_dict())
     cfg = detector_config(CASCADE, test_cfg=dict(rcnn=dict(score_thr=0.01, max_per_img=30)))
