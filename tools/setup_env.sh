@@ -104,10 +104,11 @@ fi
 "${PIP[@]}" install -q "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
   'numpy<2.5' ftfy regex
 
-CURRENT="install convnext_backbone (editable) with its det, seg and dev (test peers) extras"; step "$CURRENT"
+CURRENT="install convnext_backbone (editable) with its det, seg, dev (test peers) and deploy (ONNX) extras"
+step "$CURRENT"
 # Pinning torch here too keeps the resolver from swapping it for a release that the cached
-# mmcv wheel was not built against.
-"${PIP[@]}" install -q -e "$ROOT[det,seg,dev]" "torch==$TORCH_VERSION" \
+# mmcv wheel was not built against. deploy: onnx and onnxruntime (pyproject.toml).
+"${PIP[@]}" install -q -e "$ROOT[det,seg,dev,deploy]" "torch==$TORCH_VERSION" \
   "torchvision==$TORCHVISION_VERSION" "$SETUPTOOLS"
 
 CURRENT="check the imports"; step "$CURRENT"
