@@ -16,7 +16,7 @@ from mmengine.logging import print_log
 
 from .data import find_layout, fit_config_to_data, parse_split_overrides
 from .engine.memory import keep_freed_memory
-from .errors import CheckpointError, DataError, DeviceError
+from .errors import CheckpointError, DataError, DeployError, DeviceError
 
 __all__ = ['prepare_config', 'stack_of', 'add_runner_arguments', 'add_data_arguments',
            'run_tool', 'run_device', 'check_mmcv_ops', 'keep_freed_memory',
@@ -131,7 +131,7 @@ def run_tool(main, argv=None) -> int:
     and exit status 1, not with a traceback."""
     try:
         main(argv)
-    except (CheckpointError, DataError, DeviceError) as exc:
+    except (CheckpointError, DataError, DeployError, DeviceError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0

@@ -22,9 +22,9 @@ class DeviceError(RuntimeError):
     """The run's device cannot run what the config needs (mmcv's compiled ops)."""
 
 
-class DeployError(CheckpointError):
-    """A model that cannot be exported, or an exported file (a checkpoint in another form) that
-    cannot run what it is given; a ``CheckpointError``, so the tools end with its message."""
+class DeployError(ValueError):
+    """A model that cannot be exported, or an exported file that cannot run what it is given
+    (another config, other classes, an image of another size)."""
 
 
 def shorten(items: Iterable, limit: int = 5, quote: bool = False, unit: str = '') -> str:
