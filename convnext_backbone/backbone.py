@@ -148,37 +148,29 @@ class ConvNeXtBlock(nn.Module):
         over memory (equal to rounding, 1e-5).
 
         NOTE: the one place where inference differs from the training path, for speed. With
-        nothing kept for backward, no layer needs a tensor of its own. On CPU (fp32, eager) both
-        linears are oneDNN GEMMs that apply their bias, then the GELU (pwconv1) or the residual
-        sum (pwconv2, when no separate layer scale is left) to each tile as they write it:
-        otherwise the bias is first copied into each fresh output, and GELU, layer scale and
-        residual are a pass over memory each (together about 15% of a ConvNeXt-T forward on a
-        2-core EPYC, docs/speed.md). Elsewhere (CUDA, autocast, torch.compile and the ONNX
-        exporter, which see plain operators) GELU, layer scale and residual overwrite their
-        input instead of allocating."""
+        nothing kept for backward, no layer needs a tensor of its own: GELU works in place, and
+        layer scale and residual are one pass into pwconv2's output. On CPU (fp32, eager) both
+        linears are oneDNN GEMMs, which apply their bias to each tile as they write it (torch's
+        addmm first copies the bias into its fresh output: a pass over memory) and ran as fast
+        as MKL's or faster at these skinny shapes (docs/speed.md). CUDA, autocast,
+        torch.compile and the TorchScript (ONNX) tracer see torch's own operators."""
         shortcut = x.permute(0, 2, 3, 1)  # (N, H, W, C); contiguous when x is channels-last
         y = self._norm(self.dwconv(x).permute(0, 2, 3, 1))
-        gamma = None if self.fused else self.gamma
-        w1, b1, w2, b2 = (self.pwconv1.weight, self.pwconv1.bias, self.pwconv2.weight,
-                          self.pwconv2.bias)
-        onednn = _onednn_fits(y, w1)
-        if onednn:
-            y = torch.ops.mkldnn._linear_pointwise(y, w1, b1, 'gelu', [], 'none')
-        else:
-            y = torch._C._nn.gelu_(self.pwconv1(y))
+        onednn = _onednn_fits(y, self.pwconv1.weight)
+        # NOTE: GELU (and below, the residual) as a pass of its own: oneDNN's GELU post-op is
+        # slower than torch's on AVX2 (at stage-0 shapes it made pwconv1 1.5x the product alone,
+        # torch's pass 1.25x), and its residual-sum post-op was no faster than the add.
+        y = torch._C._nn.gelu_(_linear(self.pwconv1, y, onednn))
         if self.grn is not None:
             y = self.grn(y)
-        if onednn and gamma is None and shortcut.is_contiguous():
-            out = torch.ops.mkldnn._linear_pointwise.binary(y, shortcut, w2, b2, 'add')
-        else:
-            out = (torch.ops.mkldnn._linear_pointwise(y, w2, b2, 'none', [], '') if onednn
-                   else self.pwconv2(y))
-            if gamma is None:
-                out = out.add_(shortcut) if _keeps_dtype(out, shortcut) else shortcut + out
-            elif _keeps_dtype(out, gamma, shortcut):
-                out = torch.addcmul(shortcut, out, gamma, out=out)  # one pass
-            else:  # autocast: a bf16 branch times the fp32 layer scale is fp32, as in training
-                out = shortcut + out * gamma
+        out = _linear(self.pwconv2, y, onednn)
+        gamma = None if self.fused else self.gamma
+        if gamma is None:
+            out = out.add_(shortcut) if _keeps_dtype(out, shortcut) else shortcut + out
+        elif _keeps_dtype(out, gamma, shortcut):
+            out = torch.addcmul(shortcut, out, gamma, out=out)  # one pass
+        else:  # autocast: a bf16 branch times the fp32 layer scale is fp32, as in training
+            out = shortcut + out * gamma
         return out.permute(0, 3, 1, 2)
 
 
@@ -548,14 +540,22 @@ def _keeps_dtype(out: torch.Tensor, *operands: torch.Tensor) -> bool:
     return all(torch.promote_types(out.dtype, t.dtype) == out.dtype for t in operands)
 
 
-# oneDNN's fused linear (torch.ops.mkldnn._linear_pointwise, what inductor uses on CPU) where
-# torch has oneDNN and x86 vector units (its JIT kernels); other CPUs keep torch's addmm.
+# oneDNN's linear (torch.ops.mkldnn._linear_pointwise, which inductor uses on CPU) where torch
+# has oneDNN and x86 vector units (its JIT kernels); other CPUs keep torch's addmm.
 _ONEDNN_CPU = (torch.backends.mkldnn.is_available()
                and torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'))
 
 
+def _linear(layer: nn.Linear, x: torch.Tensor, onednn: bool) -> torch.Tensor:
+    """``layer(x)``; with ``onednn`` as oneDNN's GEMM, which adds the bias to each tile as it
+    writes it (torch's addmm first copies the bias into its fresh output)."""
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, 'none', [], '')
+    return layer(x)
+
+
 def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``ConvNeXtBlock._inference`` runs its linears as oneDNN GEMMs with post-ops:
+    """Whether ``ConvNeXtBlock._inference`` runs its linears as oneDNN GEMMs:
     eager fp32 on a CPU that has them, outside autocast, and not while torch.compile or the
     TorchScript / ONNX exporter trace the model (they need plain operators; torch.compile's
     inductor fuses the same steps itself)."""
