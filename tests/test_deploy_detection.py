@@ -3,6 +3,7 @@ the graph: detections of the file, run by onnxruntime, match mmdet's one to one 
 IoU, scores, mask IoU); the graph's RoiAlign is mmcv's RoIAlign; masks are pasted as mmdet's
 ``_do_paste_mask``; tools/test.py gives the checkpoint's COCO mAP; unhandled heads are refused."""
 import glob
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from convnext_backbone.deploy.detector import DetectorForExport, paste_masks
 from convnext_backbone.deploy.export import export_onnx
 from convnext_backbone.deploy.runtime import DeployError, OnnxModel
 
-from .helpers import CASCADE, COCO_DEMO, build, save, tool_output
+from .helpers import CASCADE, COCO_DEMO, ROOT, build, save, tool_output
 from .test_deploy_segmentation import spatial_
 
 
@@ -207,3 +208,107 @@ def test_tools_coco_map_of_the_file_is_the_checkpoints(images, tmp_path):
     tool_output(tmp_path, 'tools/infer.py', COCO_DEMO, out, images['paths'][-1], '--out-dir',
                 str(tmp_path / 'vis'), '--score-thr', '0.0')
     assert Image.open(tmp_path / 'vis' / 'wide_pred.png').size == (230, 150)
+
+
+# --------------------------------------------------------------- input sizes of the file
+def resized_size(cfg, image_path):
+    """(h, w) of the image after the config's test pipeline (the graph's input size)."""
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] != 'LoadAnnotations']
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return tuple(Compose(pipeline)(dict(img_path=image_path, img_id=0))['data_samples']
+                     .img_shape)
+
+
+def test_dynamic_demo_file_matches_mmdet_at_several_sizes(images, tmp_path):
+    """``dynamic=True`` (as ``--dynamic``): one file; after the test resize the inputs are
+    192x192, 192x294 and 192x259 (an odd width, from a 97x131 image), and at each every
+    detection of mmdet's matches one of the file's."""
+    odd = str(tmp_path / 'odd.jpg')
+    Image.open(images['paths'][1]).resize((131, 97), Image.BILINEAR).save(odd)
+    model = build(COCO_DEMO)
+    checkpoint = save(tmp_path, model.state_dict())
+    cfg = detector_config(COCO_DEMO)
+    meta = export_onnx(cfg, checkpoint, str(tmp_path / 'dynamic.onnx'), dynamic=True)
+    assert meta['input_shape'] == 'dynamic'
+    onnx_model = OnnxModel(str(tmp_path / 'dynamic.onnx'))
+    assert onnx_model.input_shape is None
+    for path, resized in ((images['paths'][0], (192, 192)), (images['paths'][2], (192, 294)),
+                          (odd, (192, 259))):
+        assert resized_size(cfg, path) == resized
+        assert_detections_match(onnx_model(path), mmdet_prediction(model, cfg, path))
+
+
+def test_fixed_size_detection_file_matches_and_refuses_other_sizes(images, tmp_path):
+    """``shape=(192, 192)`` (as ``--shape 192 192``): the file matches mmdet at that size and
+    refuses an image that the test resize makes 192x294, naming both sizes."""
+    model = build(COCO_DEMO)
+    checkpoint = save(tmp_path, model.state_dict())
+    cfg = detector_config(COCO_DEMO)
+    export_onnx(cfg, checkpoint, str(tmp_path / 'fixed.onnx'), shape=(192, 192))
+    onnx_model = OnnxModel(str(tmp_path / 'fixed.onnx'))
+    assert onnx_model.input_shape == (192, 192)
+    assert_detections_match(onnx_model(images['paths'][0]),
+                            mmdet_prediction(model, cfg, images['paths'][0]))
+    with pytest.raises(DeployError, match=r'exported for 192x192 inputs; this one is 192x294 '
+                       r'\(after the test resize\)'):
+        onnx_model(images['paths'][2])
+
+
+# ------------------------------------------------------------------ paper-sized configs
+MASK_RCNN_T = osp.join(ROOT, 'configs/mask_rcnn_convnext_t.py')
+MASK_RCNN_V2_T = osp.join(ROOT, 'configs/mask_rcnn_convnextv2_t.py')
+
+
+def separated_(model):
+    """Random weights for a detection parity test: outputs that vary over the image
+    (``spatial_``), class scores spread out (logits x100: x1000 saturates the softmax at 1.0
+    and the top 100 then tie) and mask probabilities away from the threshold (random mask
+    logits sit near 0.5)."""
+    spatial_(model)
+    with torch.no_grad():
+        model.roi_head.bbox_head.fc_cls.weight.mul_(100)
+        model.roi_head.mask_head.conv_logits.weight.mul_(1000)
+    return model
+
+
+# score_thr 0.25: with these weights ~100 detections pass 0.05 and max_per_img cuts them
+# where scores are 1e-6 apart; above 0.25 only a few dozen, well apart
+PAPER_TEST_CFG = dict(rcnn=dict(score_thr=0.25))
+
+
+def _paper_config_parity(path, image, tmp_path, resize=None):
+    model = separated_(build(path, test_cfg=PAPER_TEST_CFG))
+    checkpoint = save(tmp_path, model.state_dict())
+    cfg = detector_config(path, test_cfg=PAPER_TEST_CFG)
+    if resize is not None:
+        steps = cfg.test_dataloader.dataset.pipeline
+        steps[[t['type'] for t in steps].index('Resize')] = resize
+    export_onnx(cfg, checkpoint, str(tmp_path / 'model.onnx'))
+    ours = OnnxModel(str(tmp_path / 'model.onnx'))(image)
+    theirs = mmdet_prediction(model, cfg, image)
+    assert ours.masks.shape[1:] == theirs.masks.shape[1:]
+    assert_detections_match(ours, theirs)
+    print(f'{osp.basename(path)}: {len(ours.boxes)} detections matched; box corners within '
+          f'{np.abs(np.sort(ours.boxes, 0) - np.sort(theirs.bboxes.numpy(), 0)).max():.2g} px, '
+          f'scores within {np.abs(np.sort(ours.scores) - np.sort(theirs.scores.numpy())).max():.2g}')
+    return len(ours.boxes)
+
+
+@pytest.mark.slow
+def test_mask_rcnn_t_800x1216_file_matches_mmdet(images, tmp_path):
+    """configs/mask_rcnn_convnext_t.py as it is (ConvNeXt-T, FPN, 1000 proposals, its test
+    resize to 1333x800), random weights: one 800x1216 image (the resize keeps it), every
+    detection matched one to one."""
+    image = str(tmp_path / 'paper.jpg')
+    Image.open(images['paths'][0]).resize((1216, 800), Image.BILINEAR).save(image)
+    assert _paper_config_parity(MASK_RCNN_T, image, tmp_path) > 0
+
+
+@pytest.mark.slow
+def test_mask_rcnn_v2_t_file_matches_mmdet(images, tmp_path):
+    """configs/mask_rcnn_convnextv2_t.py (ConvNeXt V2-T: GRN, no layer scale), random weights,
+    the test resize made 640x416: one 416x640 image, every detection matched one to one."""
+    image = str(tmp_path / 'v2.jpg')
+    Image.open(images['paths'][1]).resize((640, 416), Image.BILINEAR).save(image)
+    resize = dict(type='Resize', scale=(640, 416), keep_ratio=True)
+    assert _paper_config_parity(MASK_RCNN_V2_T, image, tmp_path, resize=resize) > 0
