@@ -157,6 +157,20 @@ def test_local_copy_then_env_folder_then_cache(env, server, tmp_path, monkeypatc
     assert server.requests == {f'/{NAME}': 1}  # the copies were used, not the network
 
 
+def test_torch_hub_checkpoint_folder_is_used_before_downloading(env, server, tmp_path,
+                                                                monkeypatch):
+    """Where mmengine's loader (and so MMDetection's users) already keeps release files."""
+    _, cache = env
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    hub = tmp_path / 'torch' / 'hub' / 'checkpoints'
+    hub.mkdir(parents=True)
+    torch.save(official_checkpoint(seed=4), hub / NAME)
+    url = server.url(NAME)
+    assert checkpoint_path(url) == str(hub / NAME)
+    assert_same(read_checkpoint(url)['model'], official_checkpoint(seed=4)['model'])
+    assert server.requests == {} and cache_listing(cache) == []  # nothing downloaded
+
+
 def test_dropped_connection_leaves_nothing_behind(env, server):
     _, cache = env
     url = server.url(NAME)
