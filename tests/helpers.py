@@ -56,6 +56,9 @@ def tool_output(cwd, *args, module=None) -> str:
 
 
 # ---------------------------------------------------------------------------------- pictures
+INFER_ALPHA = 0.6  # tools/infer.py's segmentation overlay
+
+
 def palette_classes(picture, image, palette, alpha: float):
     """Per pixel, the class whose palette colour a segmentation picture shows: mmseg's
     visualizer draws ``image * (1 - alpha) + palette[class] * alpha``; -1 where the picture

@@ -14,10 +14,11 @@ from mmengine.config import Config
 from PIL import Image
 
 from convnext_backbone.data import (DataError, check_dataset, class_heads, find_layout,
-                                    fit_config_to_data, parse_split_overrides)
+                                    fit_config_to_data, palette_for, parse_split_overrides)
 from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes, make_mask_shapes
 
-from .helpers import COCO_DEMO, ROOT, build, save, tool_output
+from .helpers import (COCO_DEMO, INFER_ALPHA, ROOT, build, palette_classes, save,
+                      tool_output)
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')) +
                  glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
@@ -360,7 +361,32 @@ def test_train_test_and_infer_through_data(tmp_path, data, config, kind, classes
                 '--data', data[kind], '--show-gt', '--out-dir', tmp_path / 'vis')
     pictures = sorted(glob.glob(str(tmp_path / 'vis' / '*_pred.png')))
     assert len(pictures) == len(os.listdir(osp.join(data[kind], split)))
-    assert Image.open(pictures[0]).size == (256, 128)  # ground truth | prediction
+    _assert_ground_truth_drawn(pictures[0], data[kind], split, kind, classes)
+
+
+def _assert_ground_truth_drawn(picture_path, root, split, kind, classes):
+    """The left half of an infer --show-gt picture: the ground truth where it is."""
+    picture = np.asarray(Image.open(picture_path))[..., :3]
+    name = osp.basename(picture_path)[:-len('_pred.png')]
+    image_path = glob.glob(osp.join(root, split, name + '.*'))[0]
+    image = np.asarray(Image.open(image_path).convert('RGB'))
+    assert picture.shape == (128, 256, 3)  # ground truth | prediction
+    truth_panel = picture[:, :128]
+    if kind == 'masks':
+        truth = np.asarray(Image.open(osp.join(root, 'annotations', 'val', name + '.png')))
+        seen = palette_classes(truth_panel, image, palette_for(len(classes)), INFER_ALPHA)
+        labelled = truth != 255
+        assert (seen[labelled] == truth[labelled]).mean() > 0.9
+        return
+    coco = json.loads(open(osp.join(root, 'annotations', 'instances_val2017.json')).read())
+    image_id = next(im['id'] for im in coco['images'] if im['file_name'].startswith(name))
+    inside = np.zeros(image.shape[:2], bool)
+    for ann in coco['annotations']:
+        if ann['image_id'] == image_id:
+            x, y, w, h = (int(round(v)) for v in ann['bbox'])
+            inside[y:y + h, x:x + w] = True
+    changed = np.abs(truth_panel.astype(int) - image).max(-1) > 20
+    assert inside.any() and changed[inside].mean() > 0.5
 
 
 @pytest.mark.slow
@@ -379,5 +405,11 @@ def test_browse_data_and_fine_tune_onto_own_classes(tmp_path, data):
            'roi_head.bbox_head.fc_reg, roi_head.mask_head.conv_logits' in out
     out = tool_output(tmp_path, 'tools/browse_data.py', demo, '--data', data['coco'], '-n', '6',
                       '--columns', '3', '--out', tmp_path / 'grid.png')
-    grid = Image.open(tmp_path / 'grid.png')
-    assert grid.size[0] > 3 * 128 and grid.size[1] > 2 * 100  # 3 x 2 tiles of ~128-192 px
+    grid = np.asarray(Image.open(tmp_path / 'grid.png'))[..., :3]
+    assert grid.shape[1] > 3 * 128 and grid.shape[0] > 2 * 100  # 3 x 2 tiles of ~128-192 px
+    # Six tiles, each a picture (not the white canvas), in 3 columns and 2 rows.
+    height, width = (grid.shape[0] + 4) // 2, (grid.shape[1] + 4) // 3
+    for row in range(2):
+        for column in range(3):
+            tile = grid[row * height:row * height + 64, column * width:column * width + 64]
+            assert (tile < 250).any(-1).mean() > 0.5, (row, column)
