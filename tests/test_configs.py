@@ -17,7 +17,7 @@ from .helpers import ROOT
 
 CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '*.py')))
 DEMOS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
-# The official release of each paper config's ImageNet checkpoint (README, "ImageNet weights").
+# The official release of each paper config's ImageNet checkpoint (docs/weights.md).
 OFFICIAL = 'https://dl.fbaipublicfiles.com/convnext/'
 IMAGENET = {
     'mask_rcnn_convnext_t': 'convnext_tiny_1k_224.pth',
@@ -88,7 +88,7 @@ def test_channels_checkpoint_and_decay(path):
     else:
         assert optim.type == 'AmpOptimWrapper' and optim.optimizer.weight_decay == 0.05
         checkpoint = cfg.model.backbone.init_cfg.checkpoint
-        assert checkpoint.startswith(OFFICIAL)  # fetched by the config itself, see README
+        assert checkpoint.startswith(OFFICIAL)  # fetched by the config (docs/weights.md)
         assert checkpoint == OFFICIAL + IMAGENET[osp.splitext(osp.basename(path))[0]]
 
 
