@@ -1,12 +1,12 @@
 # Mask2Former, ConvNeXt-T (ImageNet-1k), ADE20K semantic segmentation, 512x512, 160k.
-# THIS PROJECT'S SETTINGS, NOT A PAPER'S: no paper reports ConvNeXt with Mask2Former on ADE20K.
-# Everything but the backbone and its learning rates is MMSegmentation's Swin-T recipe
-# (mask2former_swin-t_8xb2-160k_ade20k-512x512.py on its r50 base): Mask2FormerHead on the four
-# stages (100 queries, 6-layer deformable pixel decoder, 9-layer masked-attention decoder), loss
-# weights 2 (class, no-object weight 0.1) / 5 (mask) / 5 (dice), AdamW lr 1e-4, wd 0.05, eps
-# 1e-8, gradient clipping at norm 0.01, poly decay (power 0.9) over 160k iterations without
-# warm-up, 16 images per step = 8 GPUs x 2, fp32 (as upstream), multi-scale 0.5-2.0 crops,
-# whole-image test. Multi-scale + flip test: tools/test.py CONFIG CKPT --tta.
+# THIS PROJECT'S SETTINGS, NOT A PAPER'S: neither the ConvNeXt nor the Mask2Former paper reports
+# this pairing. Everything but the backbone and its learning rates is MMSegmentation's Swin-T
+# recipe (mask2former_swin-t_8xb2-160k_ade20k-512x512.py on its r50 base): Mask2FormerHead on
+# the four stages (100 queries, 6-layer deformable pixel decoder, 9-layer masked-attention
+# decoder), loss weights 2 (class, no-object weight 0.1) / 5 (mask) / 5 (dice), AdamW lr 1e-4,
+# wd 0.05, eps 1e-8, gradient clipping at norm 0.01, poly decay (power 0.9) over 160k
+# iterations without warm-up, 16 images per step = 8 GPUs x 2, fp32 (as upstream), multi-scale
+# 0.5-2.0 crops, whole-image test. Multi-scale + flip test: tools/test.py CONFIG CKPT --tta.
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
 # Mask2FormerHead is built from mmdet's modules (pixel decoder, transformer, assigner, losses).
 custom_imports = dict(imports=['mmdet.models', 'convnext_backbone'], allow_failed_imports=False)
