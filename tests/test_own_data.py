@@ -137,8 +137,9 @@ def test_every_config_fits_own_data(path, data):
     layout = find_layout(own, cfg.default_scope)
     fit_config_to_data(cfg, layout)
     heads = list(class_heads(cfg.model))
-    expected = {'mmdet': 4 if 'cascade' in path else 2, 'mmseg': 2}[cfg.default_scope]
-    assert len(heads) == expected  # Cascade: three box heads and the mask head
+    expected = {'mmdet': 4 if 'cascade' in path else 2,
+                'mmseg': 1 if 'mask2former' in path else 2}[cfg.default_scope]
+    assert len(heads) == expected  # Cascade: three box heads and the mask head; Mask2Former one
     assert all(head['num_classes'] == len(layout.classes) for _, head in heads)
     assert len(layout.classes) == (3 if cfg.default_scope == 'mmdet' else 5)
     for phase in ('train', 'val', 'test'):
