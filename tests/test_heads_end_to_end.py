@@ -121,10 +121,8 @@ default_hooks = dict(checkpoint=dict(interval=4))
 
 @pytest.mark.slow
 @pytest.mark.parametrize('head,kind', [
-    ('deeplabv3plus', 'masks'),
-    # NOTE: ADE20K's layout (150 classes): a mask folder's own classes need
-    # data/configure.py to resize loss_cls.class_weight too (see the xfail test below).
-    ('mask2former', 'ade'),
+    ('deeplabv3plus', 'ade'),
+    ('mask2former', 'masks'),  # the folder's 5 classes: class weights resized
 ])
 def test_own_data_check_tta_and_pictures(tmp_path, head, kind):
     """--data sets the folder's classes in every head (and Mask2Former's class weights) after
@@ -160,11 +158,9 @@ def test_own_data_check_tta_and_pictures(tmp_path, head, kind):
     assert len(pictures) == 2 and Image.open(pictures[0]).size == (256, 128)  # truth | prediction
 
 
-# ------------------------------------------------- what other modules must do for Mask2Former
-@pytest.mark.xfail(strict=True, reason='data/configure.py sets num_classes but leaves '
-                   "Mask2Former's loss_cls.class_weight (num_classes + 1 weights) at the "
-                   "config's length: the loss fails at the first step")
+# --------------------------------------------------------------- Mask2Former's own classes
 def test_mask2former_class_weights_follow_own_classes(tmp_path):
+    """num_classes weights and the no-object one: at the config's 151 the loss would fail."""
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask2former_convnext_t.py'))
     data = make_mask_shapes(str(tmp_path / 'data'), num_train=2, num_val=1, seed=1)
     fit_config_to_data(cfg, find_layout(data, 'mmseg'))
@@ -172,8 +168,6 @@ def test_mask2former_class_weights_follow_own_classes(tmp_path):
     assert cfg.model.decode_head.loss_cls.class_weight == [1.0] * len(MASK_CLASSES) + [0.1]
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoints/model.py's CLASS_SPECIFIC does not name "
-                   "Mask2Former's classifier (decode_head.cls_embed, num_classes + 1 rows)")
 def test_mask2former_fine_tunes_onto_other_classes(tmp_path):
     """An ADE20K (150-class) Mask2Former fine-tuned onto 5 classes: only the classifier keeps
     its initialisation, as fc_cls / conv_seg do for the other heads."""

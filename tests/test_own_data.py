@@ -142,6 +142,8 @@ def test_every_config_fits_own_data(path, data):
     assert len(heads) == expected  # Cascade: three box heads and the mask head; Mask2Former one
     assert all(head['num_classes'] == len(layout.classes) for _, head in heads)
     assert len(layout.classes) == (3 if cfg.default_scope == 'mmdet' else 5)
+    if 'mask2former' in path:  # a weight per class and the config's no-object weight
+        assert heads[0][1].loss_cls.class_weight == [1.0] * len(layout.classes) + [0.1]
     for phase in ('train', 'val', 'test'):
         dataset = cfg[f'{phase}_dataloader'].dataset
         assert dataset.data_root == own and tuple(dataset.metainfo.classes) == layout.classes

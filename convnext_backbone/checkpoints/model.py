@@ -48,8 +48,10 @@ PURPOSES = ('eval', 'finetune', 'resume')
 _VERBS = {'eval': 'evaluate', 'finetune': 'fine-tune from', 'resume': 'resume from'}
 
 # Layers whose output size is set by the number of classes: the classifier and box regressor
-# of every bbox head, the mask logits, the segmentation classifiers.
-CLASS_SPECIFIC = re.compile(r'(^|\.)(fc_cls|fc_reg|conv_logits|conv_seg)\.(weight|bias)$')
+# of every bbox head, the mask logits, the segmentation classifiers (Mask2Former's is
+# cls_embed, a class per query plus "no object").
+CLASS_SPECIFIC = re.compile(
+    r'(^|\.)(fc_cls|fc_reg|conv_logits|conv_seg|cls_embed)\.(weight|bias)$')
 # Entries whose absence or presence changes no computation.
 HARMLESS = re.compile(r'(^|\.)num_batches_tracked$')
 DETECTOR_PARTS = {'rpn_head', 'roi_head', 'bbox_head'}
@@ -335,7 +337,8 @@ def _backbone_difference(model: nn.Module, given: StateDict) -> Optional[str]:
 def _class_counts(model: nn.Module, key: str, file_rows: int, model_rows: int) -> Tuple:
     """(classes the checkpoint predicts, classes of the config) for a class-specific layer:
     rows = a * classes + b, with (a, b) read off the config's head (``num_classes``): fc_cls
-    has a background row (softmax), fc_reg four rows a class, conv_logits and conv_seg one."""
+    has a background row (softmax), as Mask2Former's cls_embed a no-object row, fc_reg four rows
+    a class, conv_logits and conv_seg one."""
     owner = key.rsplit('.', 2)[0]
     while owner and not hasattr(_submodule(model, owner), 'num_classes'):
         owner = owner.rpartition('.')[0]

@@ -25,8 +25,8 @@ def innermost_dataset(dataset: dict) -> dict:
 
 def class_heads(model: dict, path: str = '') -> Iterator[Tuple[str, dict]]:
     """(path, config) of every part of a model config that has ``num_classes``: the bbox and
-    mask heads of (Cascade) Mask R-CNN, the decode and auxiliary heads of UPerNet. The RPN
-    (class-agnostic) is left out."""
+    mask heads of (Cascade) Mask R-CNN, the decode and auxiliary heads of the segmentors
+    (UPerNet, DeepLabV3+, Mask2Former). The RPN (class-agnostic) is left out."""
     if isinstance(model, dict):
         if 'num_classes' in model and not path.startswith('rpn_head'):
             yield path, model
@@ -76,8 +76,29 @@ def fit_config_to_data(cfg: Config, layout: DataLayout) -> List[str]:
         _follow_dataset_zero_label(cfg.get('tta_pipeline'))
     if layout.classes:
         for path, head in class_heads(cfg.model):
+            old = head['num_classes']
             head['num_classes'] = len(layout.classes)
             changed.append(f'model.{path}.num_classes')
+            changed += _fit_class_weights(head, path, old, len(layout.classes))
+    return changed
+
+
+def _fit_class_weights(head: dict, path: str, old: int, new: int) -> List[str]:
+    """Resize the per-class ``class_weight`` lists of a head's losses to ``new`` classes.
+    Mask2Former's ``loss_cls`` weighs ``num_classes`` classes and then the "no object" slot
+    (``[1.0] * 150 + [0.1]`` for ADE20K): a list left at the old length makes the loss fail at
+    the first step. Per-class weights of other classes mean nothing for the folder's classes,
+    so they become one value (the config's, where all were equal, else 1.0); a trailing
+    no-object weight is kept."""
+    changed = []
+    for key, loss in head.items():
+        weights = loss.get('class_weight') if isinstance(loss, dict) else None
+        if not isinstance(weights, (list, tuple)) or len(weights) not in (old, old + 1):
+            continue
+        per_class = list(weights[:old])
+        value = per_class[0] if len(set(per_class)) == 1 else 1.0
+        loss['class_weight'] = [value] * new + list(weights[old:])
+        changed.append(f'model.{path}.{key}.class_weight')
     return changed
 
 
