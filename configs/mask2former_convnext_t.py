@@ -33,14 +33,13 @@ model = dict(
 # Swin and ResNet; stage-wise 0.9 is what ConvNeXt's own ADE20K fine-tuning uses, at this same
 # lr, weight decay and schedule length, and the layer-wise form is the COCO detection recipes'.
 # Swin's other custom keys name Swin's modules; their intent, no weight decay on norms, holds
-# here as the constructor gives none to norms, biases and other 1-D parameters. One difference
-# stays: the constructor decays every 2-D parameter outside the backbone, so the queries and
-# level embeddings (query_embed, query_feat, level_embed; decay_mult 0 upstream) get weight
-# decay 0.05 here.
+# here as the constructor gives none to norms, biases and other 1-D parameters. The queries
+# and level embeddings keep upstream's decay_mult 0 through no_decay_keys.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     constructor='ConvNeXtLayerDecayOptimizerConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
     clip_grad=dict(max_norm=0.01, norm_type=2),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers='auto'))
+    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers='auto',
+                       no_decay_keys=['query_embed', 'query_feat', 'level_embed']))

@@ -156,3 +156,9 @@ def test_builds_and_trains_one_step(path, demo_data, tmp_path):
     assert not torch.equal(before, model.backbone.stages[3][0].pwconv1.weight)
     lrs = [g['lr'] for g in optim_wrapper.optimizer.param_groups]
     assert max(lrs) == cfg.optim_wrapper.optimizer.lr and min(lrs) < max(lrs)
+    if cfg.model.get('decode_head', {}).get('type') == 'Mask2FormerHead':
+        wd = {n: g['weight_decay'] for g in optim_wrapper.optimizer.param_groups
+              for n in g['param_names']}
+        assert [wd[f'decode_head.{n}.weight'] for n in ('query_embed', 'query_feat',
+                                                        'level_embed')] == [0.0] * 3
+        assert wd['decode_head.pixel_decoder.level_encoding.weight'] == 0.05  # as upstream

@@ -88,10 +88,23 @@ def test_explicit_num_layers_must_fit():
     (dict(decay_rate=1.5), r'got 1.5'),
     (dict(), r'got None'),
     (dict(decay_rate=0.9, decay_type='block_wise'), "decay_type must be one of .*'block_wise'"),
+    (dict(decay_rate=0.9, custom_keys={'head': dict(decay_mult=0.0)}),
+     r"keys \['custom_keys'\] are not ones of .*decay_rate, decay_type, num_layers, "
+     r'no_decay_keys.*would be ignored'),
+    (dict(decay_rate=0.9, no_decay_keys='head'), r"no_decay_keys must be a list .*'head'"),
 ])
 def test_bad_settings(paramwise, message):
     with pytest.raises(ValueError, match=message):
         _optimizer(Classifier(arch=TINY), **paramwise)
+
+
+def test_no_decay_keys():
+    model = Classifier(arch=TINY)
+    plain = _per_param(_optimizer(model, decay_rate=0.5), model)
+    got = _per_param(_optimizer(model, decay_rate=0.5, no_decay_keys=['head.']), model)
+    assert got['head.weight'] == (1.0, 0.0) and plain['head.weight'] == (1.0, 0.25)
+    assert {n: v for n, v in got.items() if n != 'head.weight'} == \
+        {n: v for n, v in plain.items() if n != 'head.weight'}
 
 
 def test_model_without_convnext_backbone():

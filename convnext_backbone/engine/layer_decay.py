@@ -17,6 +17,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 __all__ = ['ConvNeXtLayerDecayOptimizerConstructor']
 
 DECAY_TYPES = ('layer_wise', 'stage_wise')
+PARAMWISE_KEYS = ('decay_rate', 'decay_type', 'num_layers', 'no_decay_keys')
 
 
 # NOTE: mmdet and mmseg each register a `LearningRateDecayOptimizerConstructor` (and mmseg a
@@ -34,6 +35,13 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         num_layers (int | 'auto'): the recipes' ``num_layers``; ``'auto'`` (default) derives it
             from the arch (6 for T, 12 for S/B/L/XL). Any other value is an error, since it
             would give learning-rate scales above 1.
+        no_decay_keys (sequence of str): parameters whose names contain one of these get no
+            weight decay, besides the 1-D ones and biases (Mask2Former's recipe:
+            ``('query_embed', 'query_feat', 'level_embed')``, mmengine's ``custom_keys`` with
+            ``decay_mult=0`` upstream). Default none.
+
+    Any other key (mmengine's ``custom_keys``, ``norm_decay_mult``...) is refused: this
+    constructor sets every parameter's lr and weight decay itself, so it would be ignored.
 
     The model must have a ``backbone`` with ``get_layer_depth(name, decay_type, prefix)`` and
     ``num_layers`` (``convnext_backbone.ConvNeXt``); every other parameter gets the full lr.
@@ -44,6 +52,7 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         # Checked here, not in add_params: mmengine skips add_params for an empty
         # paramwise_cfg, which would silently train without decay.
         self.decay_rate, self.decay_type = self._check_cfg(self.paramwise_cfg)
+        self.no_decay_keys = tuple(self.paramwise_cfg.get('no_decay_keys', ()))
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         backbone = getattr(module, 'backbone', None)
@@ -60,7 +69,8 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             if not param.requires_grad:
                 continue  # frozen stages stay out of the optimizer
             layer_id, _ = backbone.get_layer_depth(name, decay_type, prefix='backbone.')
-            decay = not (param.ndim == 1 or name.endswith('.bias') or name in no_wd_names)
+            decay = not (param.ndim == 1 or name.endswith('.bias') or name in no_wd_names
+                         or any(key in name for key in self.no_decay_keys))
             if (layer_id, decay) not in groups:
                 scale = decay_rate**(num_layers + 1 - layer_id)
                 groups[layer_id, decay] = dict(
@@ -76,6 +86,17 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
 
     @staticmethod
     def _check_cfg(cfg: dict) -> Tuple[float, str]:
+        unknown = sorted(set(cfg) - set(PARAMWISE_KEYS))
+        if unknown:
+            raise ValueError(
+                f'paramwise_cfg keys {unknown} are not ones of ConvNeXtLayerDecayOptimizer'
+                f'Constructor ({", ".join(PARAMWISE_KEYS)}): it sets every lr by depth and '
+                'gives no weight decay to 1-D parameters and biases itself, so they would be '
+                'ignored; name further parameters without weight decay in no_decay_keys')
+        keys = cfg.get('no_decay_keys', ())
+        if isinstance(keys, str) or not all(isinstance(k, str) and k for k in keys):
+            raise ValueError('paramwise_cfg.no_decay_keys must be a list of parameter-name '
+                             f"parts, e.g. ['query_embed'], got {keys!r}")
         decay_rate = cfg.get('decay_rate')
         if not isinstance(decay_rate, (int, float)) or not 0 < decay_rate <= 1:
             raise ValueError(f'paramwise_cfg.decay_rate must be a number in (0, 1], got '
