@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
@@ -90,9 +90,12 @@ def run_device(requested: Optional[str] = None) -> str:
 
 def check_mmcv_ops(cfg: Config, device: str) -> None:
     """Fail at start, not at the first step: detection configs run mmcv's compiled ops (NMS,
-    RoIAlign) on the run's device, so mmcv must be installed with ops that load with this torch
-    and, for a CUDA run, were compiled with CUDA. Segmentation configs need none of them."""
-    if stack_of(cfg) != 'mmdet':
+    RoIAlign) on the run's device, and Mask2Former's pixel decoder imports mmcv's ops and runs
+    its multi-scale deformable attention on CUDA; so mmcv must be installed with ops that load
+    with this torch and, for a CUDA run, were compiled with CUDA. UPerNet and DeepLabV3+ need
+    none of them."""
+    ops = _compiled_ops(cfg)
+    if not ops:
         return
     fix = 'Run tools/setup_env.sh on this machine (README "Two commands")'
     try:
@@ -100,7 +103,7 @@ def check_mmcv_ops(cfg: Config, device: str) -> None:
         from mmcv.ops import get_compiling_cuda_version
         get_compiling_cuda_version()  # loads the compiled extension
     except ImportError as exc:
-        raise DeviceError(f'Detection configs need mmcv with its compiled ops (NMS, RoIAlign), '
+        raise DeviceError(f'{ops[0]} configs need mmcv with its compiled ops ({ops[1]}), '
                           f'which do not load here ({exc}). {fix}: it builds mmcv 2.1.0 for '
                           'this torch.') from None
     compiled = get_compiling_cuda_version()
@@ -108,10 +111,20 @@ def check_mmcv_ops(cfg: Config, device: str) -> None:
         name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'a GPU'
         raise DeviceError(
             f'This run uses CUDA ({name}), but mmcv {mmcv.__version__} was compiled without it '
-            f'(mmcv.ops.get_compiling_cuda_version(): {compiled!r}): the detector\'s RoIAlign '
-            f'and NMS would fail at its first step. {fix}: on a machine with a GPU it builds '
-            f'mmcv with CUDA ops for it (it needs a CUDA toolkit {torch.version.cuda}). Or run '
-            'on the CPU: CUDA_VISIBLE_DEVICES= (empty).')
+            f'(mmcv.ops.get_compiling_cuda_version(): {compiled!r}): the {ops[2]} would fail '
+            f'at its first step. {fix}: on a machine with a GPU it builds mmcv with CUDA ops '
+            f'for it (it needs a CUDA toolkit {torch.version.cuda}). Or run on the CPU: '
+            'CUDA_VISIBLE_DEVICES= (empty).')
+
+
+def _compiled_ops(cfg: Config) -> Optional[Tuple[str, str, str]]:
+    """(configs, ops, what fails on CUDA) where the model needs mmcv's compiled ops."""
+    if stack_of(cfg) == 'mmdet':
+        return 'Detection', 'NMS, RoIAlign', "detector's RoIAlign and NMS"
+    if cfg.model.get('decode_head', {}).get('type') == 'Mask2FormerHead':
+        return ('Mask2Former', 'multi-scale deformable attention',
+                "pixel decoder's multi-scale deformable attention")
+    return None
 
 
 def add_data_arguments(parser) -> None:

@@ -16,6 +16,7 @@ from .helpers import ROOT
 
 DETECTOR = osp.join(ROOT, 'configs', 'mask_rcnn_convnext_t.py')
 SEGMENTOR = osp.join(ROOT, 'configs', 'upernet_convnext_t.py')
+MASK2FORMER = osp.join(ROOT, 'configs', 'mask2former_convnext_t.py')
 
 
 @pytest.fixture
@@ -32,11 +33,15 @@ def test_cpu_built_mmcv_on_a_gpu_run_is_refused_at_start(gpu_machine):
                        r"was compiled without it .*'not available'.*RoIAlign and NMS would fail "
                        r'at its first step. Run tools/setup_env.sh on this machine'):
         check_mmcv_ops(Config.fromfile(DETECTOR), 'cuda')
+    with pytest.raises(DeviceError, match=r"compiled without it .*: the pixel decoder's "
+                       r'multi-scale deformable attention would fail at its first step'):
+        check_mmcv_ops(Config.fromfile(MASK2FORMER), 'cuda')
 
 
 def test_what_can_run_passes(gpu_machine, monkeypatch):
     check_mmcv_ops(Config.fromfile(DETECTOR), 'cpu')  # a CPU run on the GPU machine
     check_mmcv_ops(Config.fromfile(SEGMENTOR), 'cuda')  # UPerNet needs no compiled op
+    check_mmcv_ops(Config.fromfile(MASK2FORMER), 'cpu')  # deformable attention in torch
     import mmcv.ops
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: '13.0')
     check_mmcv_ops(Config.fromfile(DETECTOR), 'cuda')  # a CUDA build
@@ -46,6 +51,9 @@ def test_missing_ops_are_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, 'mmcv.ops', None)  # mmcv-lite, or ops built for another torch
     with pytest.raises(DeviceError, match='Detection configs need mmcv with its compiled ops'):
         check_mmcv_ops(Config.fromfile(DETECTOR), 'cpu')
+    with pytest.raises(DeviceError, match=r'Mask2Former configs need mmcv with its compiled '
+                       r'ops \(multi-scale deformable attention\)'):
+        check_mmcv_ops(Config.fromfile(MASK2FORMER), 'cpu')
 
 
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
