@@ -165,6 +165,29 @@ def test_dynamic_file_agrees_at_every_size(tmp_path, version):
         assert (outputs['labels'] == expected.argmax(1)).mean() >= 0.999
 
 
+def test_deeplabv3plus_at_output_stride_16_agrees_at_every_size(tmp_path):
+    """DeepLabV3+ (ASPP with its image pool, the low-level branch, a dilated ConvNeXt): one
+    --dynamic file gives PyTorch's logits at the demo's size and at odd ones."""
+    path = osp.join(ROOT, 'configs', 'demo', 'deeplabv3plus_convnext_shapes_demo.py')
+    model = spatial_(build(path))
+    assert model.backbone.out_strides[3] == 16
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None
+    export_onnx(cfg, save(tmp_path, model.state_dict()), str(tmp_path / 'any.onnx'),
+                dynamic=True)
+    onnx_model = OnnxModel(str(tmp_path / 'any.onnx'))
+    preprocessor = model.data_preprocessor
+    for size in [(128, 128), (97, 131)]:
+        image = np.random.RandomState(sum(size)).randint(0, 256, (*size, 3)).astype(np.uint8)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None, [2, 1, 0]].float()
+        with torch.no_grad():
+            expected = model.encode_decode((x - preprocessor.mean) / preprocessor.std,
+                                           [dict(img_shape=size)]).numpy()
+        outputs = onnx_model.run(image)
+        assert_close(outputs['logits'], expected)
+        assert (outputs['labels'] == expected.argmax(1)).mean() >= 0.999
+
+
 def test_metadata(demo):
     import onnx
     props = {p.key: json.loads(p.value) for p in onnx.load(demo['onnx']).metadata_props}
@@ -236,6 +259,10 @@ def test_unhandled_head_is_refused(demo):
     model.decode_head = torch.nn.Identity()
     with pytest.raises(DeployError, match='handles the decode heads UPerHead.*has a Identity'):
         SegmentorForExport(model)
+    mask2former = build(osp.join(ROOT, 'configs', 'demo', 'mask2former_convnext_shapes_demo.py'))
+    with pytest.raises(DeployError, match='DepthwiseSeparableASPPHead; this config has a '
+                       'Mask2FormerHead'):
+        SegmentorForExport(mask2former)
 
 
 # ------------------------------------------------------------------------------ run time

@@ -24,7 +24,8 @@ __all__ = ['ExactAdaptiveAvgPool2d', 'replace_adaptive_pools', 'SegmentorForExpo
 
 # What the exporter handles: mmseg's segmentors and decode heads it was checked against.
 SEGMENTORS = ('EncoderDecoder', )
-DECODE_HEADS = ('UPerHead', 'FCNHead', 'PSPHead')
+# (DeepLabV3+'s ASPP pools the image to 1x1, which ExactAdaptiveAvgPool2d makes exact.)
+DECODE_HEADS = ('UPerHead', 'FCNHead', 'PSPHead', 'ASPPHead', 'DepthwiseSeparableASPPHead')
 
 
 def _bin_weights(size_in, size_out: int) -> torch.Tensor:
