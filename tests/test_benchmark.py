@@ -17,7 +17,7 @@ from convnext_backbone.benchmark.measure import (COMPILED, FLOOR, count_flops,
                                                  train_step_activations)
 from convnext_backbone.benchmark.peers import PEERS, build_peers, max_relative_difference
 from convnext_backbone.benchmark.profile import GEMMS, OUTSIDE, model_ranges, profile_case
-from convnext_backbone.benchmark.report import to_markdown
+from convnext_backbone.benchmark.report import STRIDE_32, to_markdown
 
 from .helpers import randomize_, run_tool
 
@@ -65,6 +65,24 @@ def test_with_cp_reduces_every_peers_train_step_activations():
     for name in PEERS:
         without, with_ = train_step_activations(plain[name], x), train_step_activations(cp[name], x)
         assert 0 < with_ < 0.8 * without, (name, without, with_)
+
+
+def test_dilated_peers_and_their_activations():
+    """At output stride 8 the peers are ours and timm's, dilated alike (mmpretrain has no
+    output stride), on the same weights as at stride 32; a train step keeps more activations."""
+    dilated, plain = build_peers('atto', 'v1', output_stride=8), build_peers('atto', 'v1')
+    assert tuple(dilated) == ('convnext_backbone', 'timm')
+    assert dilated['convnext_backbone'].out_strides == (4, 8, 8, 8)
+    for key, value in plain['convnext_backbone'].state_dict().items():
+        assert torch.equal(dilated['convnext_backbone'].state_dict()[key], value)
+    assert max(max_relative_difference(dilated, 'cpu').values()) < 1e-5
+    # (At 64x64 stride 32's 2x2 last stage makes the convolutions' backward take workspace
+    # of its own, more than the dilated model's activations: measured 18 MB against 12.)
+    x = torch.randn(1, 3, 128, 128)
+    assert [o.shape[-1] for o in dilated['timm'](x)] == [32, 16, 16, 16]
+    for name in dilated:  # measured 1.54x for both
+        more, fewer = (train_step_activations(p[name], x) for p in (dilated, plain))
+        assert more > 1.3 * fewer, (name, more, fewer)
 
 
 def test_cpu_peak_allocated_follows_torch_allocations():
@@ -171,7 +189,46 @@ def test_compiled_rows_compute_what_the_plain_path_does(monkeypatch):
     assert row['max_relative_difference'] < 1e-5
 
 
+def test_a_dilated_case_times_our_stride_32_model_beside_it():
+    peers = build_peers('atto', 'v1', output_stride=16)
+    ours = peers['convnext_backbone']
+    stride_32 = ConvNeXt('atto')
+    x = torch.randn(1, 3, 64, 64)
+    rows = run_case(peers, ours, x, mode='eval', amp=None, warmup=0, repeats=1,
+                    references={STRIDE_32: stride_32})
+    assert list(rows) == ['convnext_backbone', 'timm', STRIDE_32, FLOOR]
+    assert rows[STRIDE_32]['kind'] == 'reference' and rows[STRIDE_32]['median_s'] > 0
+    # Each with its own work (the plain path's FLOPs): stage 3 at 4x the pixels when dilated.
+    assert rows[STRIDE_32]['gflop'] == pytest.approx(count_flops(lambda: stride_32(x)) / 1e9)
+    assert rows['timm']['gflop'] == pytest.approx(count_flops(lambda: ours(x)) / 1e9)
+    assert rows['timm']['gflop'] > 1.2 * rows[STRIDE_32]['gflop']
+
+
 # ------------------------------------------------------------------------------------ report
+def test_report_compares_dilated_cases_with_stride_32():
+    def row(kind, median):
+        return dict(kind=kind, median_s=median, min_s=median, max_s=median, gflop=2.0)
+
+    results = dict(
+        machine=dict(device='cpu', torch='2', timm='1', date='today', matmul_peak_gflops=100.0),
+        cases=[dict(arch='tiny', mode='eval', size='64x64', batch=1, precision='fp32',
+                    output_stride=16,
+                    peers={'convnext_backbone': row('eager', 0.6), 'timm': row('eager', 0.8),
+                           STRIDE_32: row('reference', 0.4), FLOOR: row('floor', 0.5)})],
+        memory=[dict(arch='tiny', size='64x64', batch=1, peer='convnext_backbone', plain=3 << 20,
+                     with_cp=1 << 20, output_stride=16),
+                dict(arch='tiny', size='64x64', batch=1, peer='convnext_backbone', plain=2 << 20,
+                     with_cp=1 << 20)])
+    lines = to_markdown(results).splitlines()
+    assert ('| tiny, stride 16 | eval | 64x64 | 1 | fp32 | convnext_backbone | 0.600 | '
+            '0.600-0.600 | 0.75 | 1.20 | 3 | 3 | - |') in lines
+    assert (f'| tiny, stride 16 | eval | 64x64 | 1 | fp32 | {STRIDE_32} | 0.400 | 0.400-0.400 | '
+            '- | - | 5 | 5 | - |') in lines
+    assert '| tiny, stride 16 | 64x64 | 1 | convnext_backbone | 3 | 1 | 0.33 |' in lines
+    # ours over ours at stride 32, over timm's dilated model; activations over stride 32's
+    assert lines[-1] == '| tiny, stride 16 | eval | 64x64 | 1 | fp32 | 1.50 | 0.75 | 1.50 |'
+
+
 def test_report_compares_compiled_rows_with_compiled_peers_and_shows_memory():
     def row(kind, median, **extra):
         return dict(kind=kind, median_s=median, min_s=median, max_s=median, gflop=2.0, **extra)
@@ -254,3 +311,16 @@ def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
     assert '| range | operator | calls | ms | floor ms | above floor ms |' in markdown
     assert f"Profiled forward {account['forward_ms']:.1f} ms" in markdown
     assert markdown in run.stdout and json.dumps(case) in run.stdout
+
+
+def test_the_tool_times_dilated_cases_beside_stride_32(tmp_path):
+    run_tool(tmp_path, 'tools/benchmark.py', '--archs', 'atto', '--sizes', '64x64',
+             '--batches', '1', '--repeats', '1', '--warmup', '0', '--modes', 'eval',
+             '--device', 'cpu', '--out', 'out', '--output-strides', '16', env=ONE_THREAD)
+    results = json.loads((tmp_path / 'out/results.json').read_text())
+    (case, ) = results['cases']
+    assert case['output_stride'] == 16
+    assert list(case['peers']) == ['convnext_backbone', 'timm', STRIDE_32, FLOOR]
+    assert list(results['max_relative_difference']) == ['atto, stride 16']
+    markdown = (tmp_path / 'out/results.md').read_text()
+    assert "| ours, x stride 32 | ours, x timm's dilated |" in markdown

@@ -101,11 +101,14 @@ def _max_relative_difference(outs: Sequence[torch.Tensor],
 
 def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, mode: str,
              amp: Optional[torch.dtype], warmup: int, repeats: int,
-             compile_peers: bool = False) -> Dict[str, dict]:
+             compile_peers: bool = False,
+             references: Optional[Dict[str, nn.Module]] = None) -> Dict[str, dict]:
     """Time the peers (and, with ``compile_peers``, a ``torch.compile``d copy of each, with its
     first call's time in ``compile_s`` and, in eval, its outputs' distance to our plain path)
-    and the matmul floor of ``ours``, interleaved. Returns a row per name: ``kind`` ('eager',
-    'compiled', 'floor'), ``median_s``, ``min_s``, ``max_s``, ``gflop``."""
+    and the matmul floor of ``ours``, interleaved; ``references`` are other models timed with
+    them, with their own FLOPs (our backbone at output stride 32 beside a dilated case).
+    Returns a row per name: ``kind`` ('eager', 'compiled', 'floor', 'reference'),
+    ``median_s``, ``min_s``, ``max_s``, ``gflop``."""
     steps: Dict[str, Callable[[], None]] = {}
     rows: Dict[str, dict] = {}
     for name, model in peers.items():
@@ -113,9 +116,12 @@ def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, m
         steps[name] = make_step(model, x, mode=mode, amp=amp)
         rows[name] = dict(kind='eager')
     # The same work for every peer: FLOPs of our plain (autograd) forward (module docstring).
-    ours.train(mode == 'train')
-    with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
-        flops = count_flops(lambda: ours(x)) * (3 if mode == 'train' else 1)
+    flops = _case_flops(ours, x, mode=mode, amp=amp)
+    reference_flops = {}
+    for name, model in (references or {}).items():
+        reference_flops[name] = _case_flops(model, x, mode=mode, amp=amp)
+        steps[name] = make_step(model, x, mode=mode, amp=amp)
+        rows[name] = dict(kind='reference')
     if compile_peers:
         torch._dynamo.reset()  # each case compiles afresh: its own shapes, mode and dtype
         if mode == 'eval':
@@ -137,17 +143,28 @@ def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, m
         for step in steps.values():
             step()
     times: Dict[str, List[float]] = {name: [] for name in steps}
+    models = [*peers.values(), *(references or {}).values()]
     for _ in range(repeats):  # interleaved: one repeat of each peer in turn
         for name, step in steps.items():
-            for model in peers.values():
+            for model in models:
                 model.zero_grad(set_to_none=True)
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
     for name, t in times.items():
+        work = floor.flops if name == FLOOR else reference_flops.get(name, flops)
         rows[name].update(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
-                          gflop=(floor.flops if name == FLOOR else flops) / 1e9)
+                          gflop=work / 1e9)
     return rows
+
+
+def _case_flops(model: nn.Module, x: torch.Tensor, *, mode: str,
+                amp: Optional[torch.dtype]) -> float:
+    """FLOPs of a case's step of ``model``: its plain (autograd) forward's, times 3 for a train
+    step (module docstring)."""
+    model.train(mode == 'train')
+    with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        return count_flops(lambda: model(x)) * (3 if mode == 'train' else 1)
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -191,20 +208,22 @@ def train_step_activations(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def _memory_child(queue: mp.Queue, arch: str, version: str, peer: str, with_cp: bool,
-                  size: Tuple[int, int], batch: int, device: str) -> None:
-    model = build_peers(arch, version, with_cp=with_cp)[peer].to(device)
+                  size: Tuple[int, int], batch: int, device: str, output_stride: int) -> None:
+    model = build_peers(arch, version, with_cp=with_cp,
+                        output_stride=output_stride)[peer].to(device)
     x = torch.randn(batch, 3, *size, device=device)
     queue.put(train_step_activations(model, x))
 
 
 def measure_memory(arch: str, version: str, peer: str, *, with_cp: bool,
-                   size: Tuple[int, int], batch: int, device: str) -> int:
+                   size: Tuple[int, int], batch: int, device: str,
+                   output_stride: int = 32) -> int:
     """``train_step_activations`` of ``peer`` (built by ``build_peers``) at a random input of
     ``batch`` x 3 x ``size``, in a fresh process (module docstring)."""
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_child,
-                       args=(queue, arch, version, peer, with_cp, size, batch, device))
+    proc = ctx.Process(target=_memory_child, args=(queue, arch, version, peer, with_cp, size,
+                                                   batch, device, output_stride))
     proc.start()
     proc.join()
     if proc.exitcode != 0 or queue.empty():

@@ -42,16 +42,17 @@ class TimmWithNorms(nn.Module):
         return tuple(norm(f) for norm, f in zip(self.norms, self.body(x)))
 
 
-def timm_peer(arch: str, version: str, weights: StateDict, *,
-              with_cp: bool = False) -> TimmWithNorms:
-    """timm's ConvNeXt of ``arch`` with ``weights`` (official layout, with our output norms).
+def timm_peer(arch: str, version: str, weights: StateDict, *, with_cp: bool = False,
+              output_stride: int = 32) -> TimmWithNorms:
+    """timm's ConvNeXt of ``arch`` with ``weights`` (official layout, with our output norms),
+    dilated past ``output_stride`` as timm does it (ours follows timm there).
 
     The whole model loads ``to_timm(weights)`` (all but its classifier head, which the weights
     lack), then timm's own ``FeatureListNet`` wraps it, as ``features_only=True`` does: a
     features-only model renames its modules (``stem_0``, ``stages_1``), the full one does not.
     """
     name = f'convnext_{arch}' if version == 'v1' else f'convnextv2_{arch}'
-    full = timm.create_model(name, pretrained=False)
+    full = timm.create_model(name, pretrained=False, output_stride=output_stride)
     expected = full.state_dict()
     converted = to_timm(weights)
     # timm's smallest models (atto to nano) have 1x1 convolutions for the MLP: their weights
@@ -90,20 +91,26 @@ def mmpretrain_peer(arch: str, version: str, weights: StateDict, *,
 
 
 def build_peers(arch: str, version: str, *, with_cp: bool = False,
-                state_dict: Optional[StateDict] = None) -> Dict[str, nn.Module]:
+                state_dict: Optional[StateDict] = None,
+                output_stride: int = 32) -> Dict[str, nn.Module]:
     """Our backbone and its peers (timm's; mmpretrain's where importable), keyed by the names of
     ``PEERS``, all with the same weights: ``state_dict`` (official layout) if given, else ours
     as initialized under seed 0 (the same in every process, which the memory measurement's
-    fresh processes rely on)."""
+    fresh processes rely on; ``output_stride`` changes no parameter).
+
+    At ``output_stride`` 16 or 8 the peers are ours and timm's, both dilated; mmpretrain's
+    ConvNeXt has no output stride (it would compute another function) and is left out."""
     torch.manual_seed(0)
-    ours = ConvNeXt(arch, version=version, with_cp=with_cp)
+    ours = ConvNeXt(arch, version=version, with_cp=with_cp, output_stride=output_stride)
     if state_dict is not None:
         ours.load_state_dict(state_dict)
     weights = ours.state_dict()
     peers: Dict[str, nn.Module] = {
         'convnext_backbone': ours,
-        'timm': timm_peer(arch, version, weights, with_cp=with_cp)}
-    mmpretrain = mmpretrain_peer(arch, version, weights, with_cp=with_cp)
+        'timm': timm_peer(arch, version, weights, with_cp=with_cp,
+                          output_stride=output_stride)}
+    mmpretrain = mmpretrain_peer(arch, version, weights, with_cp=with_cp) \
+        if output_stride == 32 else None
     if mmpretrain is not None:
         peers['mmpretrain'] = mmpretrain
     return peers

@@ -6,8 +6,9 @@ and the spread (min-max) of the repeats, the ratio to the fastest other peer of 
 fraction of the machine's matrix-product peak of the case's dtype, and the compile time of a
 compiled row; then the peers' output differences and, with ``--memory``, the activation memory
 table, and with ``--profile`` each eval case's account of our forward's time above its matmul
-floor (``profile.account_markdown``). It reads nothing but the results dict, so that a saved ``results.json`` renders again
-(``to_markdown(json.load(file))``).
+floor (``profile.account_markdown``), and with ``--output-strides`` the dilated cases against
+stride 32. It reads nothing but the results dict, so that a saved ``results.json`` renders
+again (``to_markdown(json.load(file))``).
 """
 from __future__ import annotations
 
@@ -17,13 +18,21 @@ from typing import Dict
 
 from .profile import account_markdown
 
-__all__ = ['to_markdown', 'write_reports']
+__all__ = ['STRIDE_32', 'arch_label', 'to_markdown', 'write_reports']
+
+# The row of our backbone at output stride 32 in a dilated case (same weights, timed with it).
+STRIDE_32 = 'convnext_backbone at stride 32'
+
+
+def arch_label(arch: str, output_stride: int = 32) -> str:
+    """'tiny', or 'tiny, stride 16' for a dilated case."""
+    return arch if output_stride == 32 else f'{arch}, stride {output_stride}'
 
 
 def _ratio_to_fastest_peer(name: str, peers: Dict[str, dict]) -> str:
     """This row's time over the fastest other peer's of the same kind (eager or compiled)."""
     kind = peers[name]['kind']
-    if kind == 'floor':
+    if kind in ('floor', 'reference'):
         return '-'
     others = [r['median_s'] for k, r in peers.items()
               if r['kind'] == kind and not k.startswith('convnext_backbone')]
@@ -52,13 +61,15 @@ def to_markdown(results: dict) -> str:
         peers = case['peers']
         floor = next(r['median_s'] for r in peers.values() if r['kind'] == 'floor')
         peak = peaks.get(case['precision'].split()[0], peaks['fp32'])
+        arch = arch_label(case['arch'], case.get('output_stride', 32))
         for name, r in peers.items():
             gflops = r['gflop'] / r['median_s']
+            x_floor = '-' if r['kind'] == 'reference' else f"{r['median_s'] / floor:.2f}"
             lines.append(
-                f"| {case['arch']} | {case['mode']} | {case['size']} | {case['batch']} | "
+                f"| {arch} | {case['mode']} | {case['size']} | {case['batch']} | "
                 f"{case['precision']} | {name} | {r['median_s']:.3f} | {r['min_s']:.3f}-"
                 f"{r['max_s']:.3f} | {_ratio_to_fastest_peer(name, peers)} | "
-                f"{r['median_s'] / floor:.2f} | {gflops:.0f} | {100 * gflops / peak:.0f} | "
+                f"{x_floor} | {gflops:.0f} | {100 * gflops / peak:.0f} | "
                 + (f"{r['compile_s']:.1f} |" if 'compile_s' in r else '- |'))
     for arch, diffs in results.get('max_relative_difference', {}).items():
         lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
@@ -68,12 +79,14 @@ def to_markdown(results: dict) -> str:
     if compiled:
         lines.append('\nCompiled eval outputs vs. our plain (autograd) path at the case\'s input, '
                      'max relative difference: ' + ', '.join(
-                         f"{case['arch']} {case['size']} {case['precision']} {name} {d:.1e}"
+                         f"{arch_label(case['arch'], case.get('output_stride', 32))} "
+                         f"{case['size']} {case['precision']} {name} {d:.1e}"
                          for case, name, d in compiled))
     for case in results['cases']:
         if 'profile' in case:
             account = case['profile']
-            lines += ['', f"Where our forward's time above the matmul floor goes: {case['arch']} "
+            lines += ['', "Where our forward's time above the matmul floor goes: "
+                      f"{arch_label(case['arch'], case.get('output_stride', 32))} "
                       f"{case['mode']} {case['size']}, batch {case['batch']}, "
                       f"{case['precision']} (torch.profiler; per forward; rows under "
                       f"{ACCOUNT_MIN_SHARE:.1%} of the forward merged per range):", '']
@@ -84,10 +97,39 @@ def to_markdown(results: dict) -> str:
                   'with_cp MB | ratio |',
                   '|---|---|---|---|---|---|---|']
         for m in results['memory']:
-            lines.append(f"| {m['arch']} | {m['size']} | {m['batch']} | {m['peer']} | "
+            lines.append(f"| {arch_label(m['arch'], m.get('output_stride', 32))} | "
+                         f"{m['size']} | {m['batch']} | {m['peer']} | "
                          f"{m['plain'] / 2**20:.0f} | {m['with_cp'] / 2**20:.0f} | "
                          f"{m['with_cp'] / m['plain']:.2f} |")
+    lines += _stride_lines(results)
     return '\n'.join(lines) + '\n'
+
+
+def _stride_lines(results: dict) -> list:
+    """The dilated cases against stride 32: our time over our stride-32 model's (timed in the
+    same case), over timm's dilated model's, and the train-step activations over stride 32's
+    (the memory rows of the same peer)."""
+    cases = [c for c in results['cases'] if c.get('output_stride', 32) != 32]
+    if not cases:
+        return []
+    lines = ['', '| arch | mode | input | batch | precision | ours, x stride 32 | '
+             "ours, x timm's dilated | train-step activations, x stride 32 |",
+             '|---|---|---|---|---|---|---|---|']
+    memory = {(m['arch'], m['size'], m['peer'], m.get('output_stride', 32)): m['plain']
+              for m in results.get('memory', [])}
+    for case in cases:
+        peers, stride = case['peers'], case['output_stride']
+        ours = peers['convnext_backbone']['median_s']
+        timm = peers.get('timm', {}).get('median_s')
+        kept = [memory.get((case['arch'], case['size'], 'convnext_backbone', s))
+                for s in (stride, 32)]
+        lines.append(
+            f"| {arch_label(case['arch'], stride)} | {case['mode']} | {case['size']} | "
+            f"{case['batch']} | {case['precision']} | "
+            f"{ours / peers[STRIDE_32]['median_s']:.2f} | "
+            + (f'{ours / timm:.2f}' if timm else '-') + ' | '
+            + (f'{kept[0] / kept[1]:.2f}' if all(kept) else '-') + ' |')
+    return lines
 
 
 def write_reports(results: dict, *, out: str) -> str:
