@@ -9,8 +9,11 @@ is set) in "compile s". ``--keep-freed-memory`` (CPU, glibc) keeps freed memory 
 (``convnext_backbone.engine.memory.keep_freed_memory``): otherwise large activation buffers may
 be returned to the OS when freed and page-faulted anew in the next forward, depending on the
 process's history. ``--profile`` adds to every eval case the per-operator account of our
-backbone's time above its matmul floor, per stage (``profile.profile_case``). ``--memory`` measures the activation memory of a train step with and
-without ``with_cp`` (``measure.measure_memory``), each in a fresh process.
+backbone's time above its matmul floor, per stage (``profile.profile_case``). ``--memory``
+measures the activation memory of a train step with and without ``with_cp``
+(``measure.measure_memory``), each in a fresh process. ``--output-strides
+16 8`` repeats every case with the backbones dilated past that stride (ours and timm's; our
+stride-32 model, same weights, timed beside them), and the report compares them with stride 32.
 """
 from __future__ import annotations
 
@@ -26,12 +29,13 @@ from typing import List, Optional, Sequence, Tuple
 import timm
 import torch
 
+from ..backbone import OUTPUT_STRIDES, ConvNeXt
 from ..engine.memory import keep_freed_memory
 from .floor import matmul_peak_gflops
 from .measure import MEMORY_FORMATS, PRECISIONS, measure_memory, precision_name, run_case
 from .peers import PEERS, build_peers, max_relative_difference
 from .profile import profile_case
-from .report import write_reports
+from .report import STRIDE_32, arch_label, write_reports
 
 __all__ = ['DESCRIPTION', 'main', 'parse_args']
 
@@ -67,6 +71,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'floor, operator by operator, per stage (torch.profiler)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--output-strides', nargs='+', type=int, default=[32],
+                        choices=OUTPUT_STRIDES,
+                        help='output strides of the backbones (16, 8: the later stages dilated, '
+                        'ours and timm\'s; each case then also times ours at stride 32)')
     parser.add_argument('--memory', action='store_true',
                         help='also measure the peak activation memory of a train step with and '
                         'without with_cp, at the last of --sizes')
@@ -90,9 +98,17 @@ def _size(text: str) -> Tuple[int, ...]:
     return tuple(int(v) for v in text.split('x'))
 
 
+# Environment variables that hold the CPU libraries to a narrower instruction set than the
+# machine has (to measure, on an AVX-512 machine, what an AVX2-only one runs).
+ISA_LIMITS = ('ONEDNN_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY', 'MKL_ENABLE_INSTRUCTIONS')
+
+
 def _device_name(device: str) -> str:
-    return torch.cuda.get_device_name() if device == 'cuda' else (
-        f'{_cpu_name()}, {torch.get_num_threads()} threads')
+    if device == 'cuda':
+        return torch.cuda.get_device_name()
+    limits = [f'{k}={os.environ[k]}' for k in ISA_LIMITS if os.environ.get(k)]
+    return (f'{_cpu_name()}, {torch.get_num_threads()} threads'
+            + (f'; held to {" ".join(limits)}' if limits else ''))
 
 
 def _cpu_name() -> str:
@@ -158,19 +174,33 @@ def main(argv: Optional[Sequence[str]] = None, *, inductor_cache_chosen: bool = 
 
 
 def _run_arch(args: argparse.Namespace, arch: str, results: dict) -> None:
-    """Every case of one arch (sizes x batches x modes x precisions x memory formats), then its
-    memory measurements; appended to ``results`` and printed as they come."""
+    """Every case of one arch at each of ``--output-strides``."""
+    for output_stride in args.output_strides:
+        _run_stride(args, arch, output_stride, results)
+
+
+def _run_stride(args: argparse.Namespace, arch: str, output_stride: int,
+                results: dict) -> None:
+    """Every case of one arch at one output stride (sizes x batches x modes x precisions x
+    memory formats), then its memory measurements; appended to ``results`` and printed as they
+    come. At stride 16 or 8 our backbone at stride 32, with the same weights, is timed in every
+    case beside the dilated peers (its row ``STRIDE_32``)."""
     device = args.device
-    peers = build_peers(arch, args.version)
+    label = arch_label(arch, output_stride)
+    peers = build_peers(arch, args.version, output_stride=output_stride)
     ours = peers['convnext_backbone']  # the reference, timed or not (FLOPs, floor)
+    references = {}
+    if output_stride != 32:
+        references[STRIDE_32] = ConvNeXt(arch, version=args.version)
+        references[STRIDE_32].load_state_dict(ours.state_dict())
     if args.peers:
         peers = {k: v for k, v in peers.items() if k in args.peers}
-    ours.to(device)
-    for model in peers.values():
+    models = {ours, *peers.values(), *references.values()}
+    for model in models:
         model.to(device)
     diffs = max_relative_difference(dict(peers, convnext_backbone=ours), device)
-    results.setdefault('max_relative_difference', {})[arch] = diffs
-    print(f'{arch}: max relative output difference to our plain path: {diffs}', flush=True)
+    results.setdefault('max_relative_difference', {})[label] = diffs
+    print(f'{label}: max relative output difference to our plain path: {diffs}', flush=True)
     for size_text in args.sizes:
         for batch in args.batches:
             for mode in args.modes:
@@ -180,14 +210,16 @@ def _run_arch(args: argparse.Namespace, arch: str, results: dict) -> None:
                         layout = MEMORY_FORMATS[memory_format]
                         x = torch.randn(batch, 3, *_size(size_text), device=device).contiguous(
                             memory_format=layout)
-                        for model in {ours, *peers.values()}:
+                        for model in models:
                             model.to(memory_format=layout)
                         rows = run_case(peers, ours, x, mode=mode, amp=PRECISIONS[precision],
                                         warmup=args.warmup, repeats=args.repeats,
-                                        compile_peers=args.compile)
+                                        compile_peers=args.compile, references=references)
                         case = dict(arch=arch, mode=mode, size=size_text, batch=batch,
                                     precision=precision_name(precision, memory_format),
                                     peers=rows)
+                        if output_stride != 32:
+                            case['output_stride'] = output_stride
                         if args.profile and mode == 'eval':
                             case['profile'] = profile_case(ours, x, forwards=args.repeats,
                                                            amp=PRECISIONS[precision])
@@ -199,8 +231,10 @@ def _run_arch(args: argparse.Namespace, arch: str, results: dict) -> None:
             for peer in peers:
                 plain, cp = (measure_memory(arch, args.version, peer, with_cp=with_cp,
                                             size=_size(size_text), batch=args.batches[0],
-                                            device=device)
+                                            device=device, output_stride=output_stride)
                              for with_cp in (False, True))
                 memory.append(dict(arch=arch, size=size_text, batch=args.batches[0], peer=peer,
                                    plain=plain, with_cp=cp))
+                if output_stride != 32:
+                    memory[-1]['output_stride'] = output_stride
                 print(json.dumps(memory[-1]), flush=True)
