@@ -33,6 +33,7 @@ from torch import nn
 from torchvision.ops import nms, roi_align
 
 from ..errors import DeployError
+from .inputs import ImageInput
 
 __all__ = ['DetectorForExport', 'DETECTORS', 'check_detector']
 
@@ -208,22 +209,14 @@ class DetectorForExport(nn.Module):
         detector = copy.deepcopy(detector).eval()
         self.detector = detector
         preprocessor = detector.data_preprocessor
-        self.bgr_to_rgb = bool(preprocessor._channel_conversion)
-        normalize = bool(preprocessor._enable_normalize)
-        self.register_buffer('mean', preprocessor.mean.detach().clone().reshape(1, -1, 1, 1)
-                             if normalize else torch.zeros(1, 3, 1, 1))
-        self.register_buffer('std', preprocessor.std.detach().clone().reshape(1, -1, 1, 1)
-                             if normalize else torch.ones(1, 3, 1, 1))
+        self.image_input = ImageInput(preprocessor)
         self.pad_size_divisor = int(preprocessor.pad_size_divisor)
         self.pad_value = float(preprocessor.pad_value)
         self.cascade = type(detector.roi_head).__name__ == 'CascadeRoIHead'
 
     # ---------------------------------------------------------------------------- stages
     def _preprocess(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float()  # (1, H, W, 3) -> (1, 3, H, W)
-        if self.bgr_to_rgb:
-            x = x[:, [2, 1, 0]]
-        x = (x - self.mean) / self.std
+        x = self.image_input(image)
         if self.pad_size_divisor > 1:  # after normalisation, as mmengine's stack_batch
             divisor = self.pad_size_divisor
             height, width = x.shape[-2], x.shape[-1]

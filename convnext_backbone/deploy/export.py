@@ -33,6 +33,7 @@ from ..data.configure import innermost_dataset
 from ..engine import config_dataset_meta
 from ..errors import DeployError
 from .detector import DetectorForExport
+from .inputs import swaps_channels
 from .segmentor import SegmentorForExport
 
 __all__ = ['export_onnx', 'build_loaded_model', 'test_resize_of', 'config_fingerprint',
@@ -156,12 +157,6 @@ def _config_values(preprocessor_cfg: dict, key: str, preprocessor) -> Optional[L
     return [float(v) for v in values]
 
 
-def _bgr_to_rgb(preprocessor) -> bool:
-    """Whether the data preprocessor turns BGR into RGB (mmseg's and mmengine's names)."""
-    return bool(getattr(preprocessor, 'channel_conversion',
-                        getattr(preprocessor, '_channel_conversion', False)))
-
-
 def _detection_settings(model, shape: Optional[Sequence[int]],
                         dynamic: bool) -> Tuple[dict, Optional[Tuple[int, int]]]:
     """The detection metadata and the fixed input size (None: any size, the default: test
@@ -259,7 +254,7 @@ def export_onnx(cfg: Config,
         + ('; scale_factor: (2,) float32 (w, h) of the resize; original_size: (2,) int64 (h, w)'
            if task == 'detection' else ''),
         input_channel_order='BGR',
-        model_channel_order='RGB' if _bgr_to_rgb(preprocessor) else 'BGR',
+        model_channel_order='RGB' if swaps_channels(preprocessor) else 'BGR',
         mean=_config_values(cfg.model.data_preprocessor, 'mean', preprocessor),
         std=_config_values(cfg.model.data_preprocessor, 'std', preprocessor),
         test_resize=test_resize,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DeployError
+from .inputs import ImageInput
 
 __all__ = ['ExactAdaptiveAvgPool2d', 'replace_adaptive_pools', 'SegmentorForExport',
            'SEGMENTORS', 'DECODE_HEADS']
@@ -111,12 +112,7 @@ class SegmentorForExport(nn.Module):
         self.backbone = segmentor.backbone
         self.neck = segmentor.neck if segmentor.with_neck else None
         self.decode_head = segmentor.decode_head
-        self.bgr_to_rgb = bool(preprocessor.channel_conversion)
-        self.normalize = bool(preprocessor._enable_normalize)
-        self.register_buffer('mean', preprocessor.mean.detach().clone().reshape(1, -1, 1, 1)
-                             if self.normalize else torch.zeros(1, 3, 1, 1))
-        self.register_buffer('std', preprocessor.std.detach().clone().reshape(1, -1, 1, 1)
-                             if self.normalize else torch.ones(1, 3, 1, 1))
+        self.image_input = ImageInput(preprocessor)
         test_cfg = preprocessor.test_cfg or {}
         self.pad_size = test_cfg.get('size')  # (h, w) to pad to, or None
         self.pad_size_divisor = test_cfg.get('size_divisor')
@@ -141,11 +137,7 @@ class SegmentorForExport(nn.Module):
         return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_val), height, width
 
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        x = image.permute(0, 3, 1, 2).float()  # (1, H, W, 3) -> (1, 3, H, W)
-        if self.bgr_to_rgb:
-            x = x[:, [2, 1, 0]]
-        x = (x - self.mean) / self.std
-        x, height, width = self._pad(x)
+        x, height, width = self._pad(self.image_input(image))
         features = self.backbone(x)
         if self.neck is not None:
             features = self.neck(features)
