@@ -71,6 +71,15 @@ def palette_classes(picture, image, palette, alpha: float):
     return np.where(distance.min(-1) <= 3 / alpha, nearest, -1)
 
 
+def assert_mask_truth_drawn(truth_panel, image, truth, classes) -> None:
+    """The ground-truth half of a ``tools/infer.py --show-gt`` picture of a mask folder shows
+    each labelled pixel's class in the palette ``--data`` gives its classes."""
+    from convnext_backbone.data.configure import palette_for
+    seen = palette_classes(truth_panel, image, palette_for(len(classes)), INFER_ALPHA)
+    labelled = truth != 255
+    assert (seen[labelled] == truth[labelled]).mean() > 0.9
+
+
 # ------------------------------------------------------------------------------------ models
 def randomize_(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
     """Give every parameter random values, so that layer scales (1e-6 at init) and GRN (zero at

@@ -6,6 +6,7 @@ import glob
 import os.path as osp
 import re
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -15,7 +16,7 @@ from convnext_backbone.checkpoints import allow_mmengine_checkpoints
 from convnext_backbone.data import class_heads, find_layout, fit_config_to_data
 from convnext_backbone.data.demo import make_ade_shapes, make_mask_shapes
 
-from .helpers import ROOT, build, run_tool, save
+from .helpers import ROOT, assert_mask_truth_drawn, build, run_tool, save
 
 DEMOS = {'deeplabv3plus': osp.join(ROOT, 'configs/demo/deeplabv3plus_convnext_shapes_demo.py'),
          'mask2former': osp.join(ROOT, 'configs/demo/mask2former_convnext_shapes_demo.py')}
@@ -156,6 +157,12 @@ def test_own_data_check_tta_and_pictures(tmp_path, head, kind):
           '--out-dir', tmp_path / 'vis')
     pictures = sorted(glob.glob(str(tmp_path / 'vis' / '*_pred.png')))
     assert len(pictures) == 2 and Image.open(pictures[0]).size == (256, 128)  # truth | prediction
+    if kind == 'masks':  # the truth half: the folder's labels, in the palette of its classes
+        name = osp.basename(pictures[0])[:-len('_pred.png')]
+        image = np.asarray(Image.open(glob.glob(osp.join(split, name + '.*'))[0]).convert('RGB'))
+        truth = np.asarray(Image.open(osp.join(data, 'annotations', 'val', name + '.png')))
+        assert_mask_truth_drawn(np.asarray(Image.open(pictures[0]))[:, :128, :3], image, truth,
+                                classes)
 
 
 # --------------------------------------------------------------- Mask2Former's own classes
