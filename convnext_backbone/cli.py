@@ -121,7 +121,10 @@ def _compiled_ops(cfg: Config) -> Optional[Tuple[str, str, str]]:
     """(configs, ops, what fails on CUDA) where the model needs mmcv's compiled ops."""
     if stack_of(cfg) == 'mmdet':
         return 'Detection', 'NMS, RoIAlign', "detector's RoIAlign and NMS"
-    if cfg.model.get('decode_head', {}).get('type') == 'Mask2FormerHead':
+    heads = cfg.model.get('decode_head') or []
+    # (a list for mmseg's CascadeEncoderDecoder; 'mmdet.Mask2FormerHead' names its scope)
+    types = [h.get('type', '') for h in (heads if isinstance(heads, list) else [heads])]
+    if any(t.split('.')[-1] == 'Mask2FormerHead' for t in types):
         return ('Mask2Former', 'multi-scale deformable attention',
                 "pixel decoder's multi-scale deformable attention")
     return None

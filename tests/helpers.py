@@ -80,6 +80,23 @@ def assert_mask_truth_drawn(truth_panel, image, truth, classes) -> None:
     assert (seen[labelled] == truth[labelled]).mean() > 0.9
 
 
+def coco_boxes_mask(annotation_file, image_name: str, shape):
+    """(H, W) bool: the pixels inside the boxes of ``image_name``'s objects (its file name, or
+    the name without extension) in a COCO annotation file."""
+    import json
+    import numpy as np
+    with open(annotation_file) as f:
+        coco = json.load(f)
+    image_id = next(im['id'] for im in coco['images']
+                    if osp.splitext(im['file_name'])[0] == osp.splitext(image_name)[0])
+    inside = np.zeros(shape, bool)
+    for ann in coco['annotations']:
+        if ann['image_id'] == image_id:
+            x, y, w, h = (int(round(v)) for v in ann['bbox'])
+            inside[y:y + h, x:x + w] = True
+    return inside
+
+
 # ------------------------------------------------------------------------------------ models
 def randomize_(model: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
     """Give every parameter random values, so that layer scales (1e-6 at init) and GRN (zero at

@@ -42,6 +42,12 @@ def test_what_can_run_passes(gpu_machine, monkeypatch):
     check_mmcv_ops(Config.fromfile(DETECTOR), 'cpu')  # a CPU run on the GPU machine
     check_mmcv_ops(Config.fromfile(SEGMENTOR), 'cuda')  # UPerNet needs no compiled op
     check_mmcv_ops(Config.fromfile(MASK2FORMER), 'cpu')  # deformable attention in torch
+    cascade = Config.fromfile(SEGMENTOR)  # a list of decode heads (CascadeEncoderDecoder)
+    cascade.model.decode_head = [dict(type='FCNHead'), dict(type='OCRHead')]
+    check_mmcv_ops(cascade, 'cuda')
+    cascade.model.decode_head[1] = dict(type='mmdet.Mask2FormerHead')
+    with pytest.raises(DeviceError, match='multi-scale deformable attention would fail'):
+        check_mmcv_ops(cascade, 'cuda')
     import mmcv.ops
     monkeypatch.setattr(mmcv.ops, 'get_compiling_cuda_version', lambda: '13.0')
     check_mmcv_ops(Config.fromfile(DETECTOR), 'cuda')  # a CUDA build

@@ -105,6 +105,9 @@ def test_no_decay_keys():
     assert got['head.weight'] == (1.0, 0.0) and plain['head.weight'] == (1.0, 0.25)
     assert {n: v for n, v in got.items() if n != 'head.weight'} == \
         {n: v for n, v in plain.items() if n != 'head.weight'}
+    with pytest.raises(ValueError, match=r"no_decay_keys \['query_embeds'\] match no "
+                       r"parameter of the model \(e.g. 'head.bias'\)"):
+        _optimizer(model, decay_rate=0.5, no_decay_keys=['head.', 'query_embeds'])
 
 
 def test_model_without_convnext_backbone():

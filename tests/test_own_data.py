@@ -17,7 +17,8 @@ from convnext_backbone.data import (DataError, check_dataset, class_heads, find_
                                     fit_config_to_data, parse_split_overrides)
 from convnext_backbone.data.demo import make_ade_shapes, make_coco_shapes, make_mask_shapes
 
-from .helpers import COCO_DEMO, ROOT, assert_mask_truth_drawn, build, save, tool_output
+from .helpers import (COCO_DEMO, ROOT, assert_mask_truth_drawn, build, coco_boxes_mask, save,
+                      tool_output)
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*.py')) +
                  glob.glob(osp.join(ROOT, 'configs', 'demo', '*.py')))
@@ -154,6 +155,21 @@ def test_every_config_fits_own_data(path, data):
         assert 'reduce_zero_label=True' not in str(pipelines + [cfg.get('tta_pipeline')])
     report = check_dataset(cfg)
     assert report.classes == layout.classes and not report.errors
+
+
+def test_class_weights_follow_own_classes_in_a_list_of_losses(data):
+    """Per-class weights of the config's 150 classes, in a list of losses: resized to the
+    folder's 5, unequal ones reset to 1.0 (and said so)."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'upernet_convnext_t.py'))
+    cfg.model.decode_head.loss_decode = [
+        dict(type='CrossEntropyLoss', class_weight=[2.0] * 150),
+        dict(type='CrossEntropyLoss', class_weight=[1.0] * 149 + [3.0])]
+    changed = fit_config_to_data(cfg, find_layout(data['masks'], 'mmseg'))
+    first, second = cfg.model.decode_head.loss_decode
+    assert first.class_weight == [2.0] * 5 and second.class_weight == [1.0] * 5
+    assert 'model.decode_head.loss_decode.0.class_weight' in changed
+    assert any(c.startswith('model.decode_head.loss_decode.1.class_weight (per-class weights '
+                            'reset to 1.0') for c in changed)
 
 
 def test_ade20k_layout_keeps_its_classes(data):
@@ -378,13 +394,8 @@ def _assert_ground_truth_drawn(picture_path, root, split, kind, classes):
         truth = np.asarray(Image.open(osp.join(root, 'annotations', 'val', name + '.png')))
         assert_mask_truth_drawn(truth_panel, image, truth, classes)
         return
-    coco = json.loads(open(osp.join(root, 'annotations', 'instances_val2017.json')).read())
-    image_id = next(im['id'] for im in coco['images'] if im['file_name'].startswith(name))
-    inside = np.zeros(image.shape[:2], bool)
-    for ann in coco['annotations']:
-        if ann['image_id'] == image_id:
-            x, y, w, h = (int(round(v)) for v in ann['bbox'])
-            inside[y:y + h, x:x + w] = True
+    inside = coco_boxes_mask(osp.join(root, 'annotations', 'instances_val2017.json'), name,
+                             image.shape[:2])
     changed = np.abs(truth_panel.astype(int) - image).max(-1) > 20
     assert inside.any() and changed[inside].mean() > 0.5
 

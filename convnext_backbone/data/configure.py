@@ -91,14 +91,19 @@ def _fit_class_weights(head: dict, path: str, old: int, new: int) -> List[str]:
     so they become one value (the config's, where all were equal, else 1.0); a trailing
     no-object weight is kept."""
     changed = []
-    for key, loss in head.items():
-        weights = loss.get('class_weight') if isinstance(loss, dict) else None
-        if not isinstance(weights, (list, tuple)) or len(weights) not in (old, old + 1):
-            continue
-        per_class = list(weights[:old])
-        value = per_class[0] if len(set(per_class)) == 1 else 1.0
-        loss['class_weight'] = [value] * new + list(weights[old:])
-        changed.append(f'model.{path}.{key}.class_weight')
+    for key, losses in head.items():
+        # (mmseg's loss_decode may be a list of losses)
+        for i, loss in enumerate(losses if isinstance(losses, list) else [losses]):
+            weights = loss.get('class_weight') if isinstance(loss, dict) else None
+            if not isinstance(weights, (list, tuple)) or len(weights) not in (old, old + 1):
+                continue
+            per_class = list(weights[:old])
+            value = per_class[0] if len(set(per_class)) == 1 else 1.0
+            loss['class_weight'] = [value] * new + list(weights[old:])
+            where = f'{key}.{i}' if isinstance(losses, list) else key
+            changed.append(f'model.{path}.{where}.class_weight'
+                           + ('' if len(set(per_class)) == 1 else ' (per-class weights reset '
+                              'to 1.0: they weighed the config\'s classes)'))
     return changed
 
 

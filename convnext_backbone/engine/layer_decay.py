@@ -80,6 +80,11 @@ class ConvNeXtLayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             groups[layer_id, decay]['params'].append(param)
             groups[layer_id, decay]['param_names'].append(name)
 
+        names = [name for name, _ in module.named_parameters()]
+        unmatched = [k for k in self.no_decay_keys if not any(k in name for name in names)]
+        if unmatched:  # a misspelt key would silently leave those parameters decayed
+            raise ValueError(f'paramwise_cfg.no_decay_keys {unmatched} match no parameter of '
+                             f'the model (e.g. {names[-1]!r})')
         ordered = [groups[key] for key in sorted(groups)]
         self._log(ordered, decay_type, decay_rate, num_layers)
         params.extend(ordered)
