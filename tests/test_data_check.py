@@ -16,7 +16,7 @@ from PIL import Image
 
 from convnext_backbone.cli import run_tool
 from convnext_backbone.data import DataError, check_dataset
-from convnext_backbone.data.images import decoded_size, read_image
+from convnext_backbone.data.images import decoded_size, inspect_image
 
 from .helpers import load_tool
 
@@ -224,7 +224,7 @@ def test_exif_orientation_as_mmcv_decodes_it(tmp_path):
     write_image(tmp_path / 'img' / 'a.jpg', (H, W), exif_orientation=6)
     write_image(tmp_path / 'img' / 'b.jpg', (W, H), exif_orientation=6)
     for name, stored in (('a.jpg', (H, W)), ('b.jpg', (W, H))):  # the claim, against mmcv
-        image = read_image(str(tmp_path / 'img' / name))
+        image = inspect_image(str(tmp_path / 'img' / name))
         assert image.size == stored and image.orientation == 6
         for color_type in ('color', 'color_ignore_orientation'):
             loaded = LoadImageFromFile(color_type=color_type)(dict(img_path=image.path))

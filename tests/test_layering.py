@@ -21,11 +21,6 @@ LAYERS = [
     ('benchmark', 'deploy'),
     ('cli', ),
 ]
-# Old import paths: one-line re-exports of a module's new place; nothing may import them.
-COMPAT = {'runtime', 'layer_decay', 'demo_data', 'checkpoints.backbone', 'checkpoints.runner'}
-# The one upward import: ``from convnext_backbone.checkpoints import CheckpointCheckingRunner``
-# (its old place) resolved lazily by the package's ``__getattr__``.
-LAZY_COMPAT = {('checkpoints', 'engine.runner')}
 
 
 def _modules():
@@ -79,13 +74,10 @@ def _layer(name):
 def test_every_import_goes_to_a_layer_above():
     wrong = []
     for name in _modules():
-        if not name or name in COMPAT:
-            continue  # the package's __init__ registers everything; compat re-exports
+        if not name:
+            continue  # the package's __init__ registers everything
         for target in _imports(name):
-            if target in COMPAT:
-                wrong.append(f'{name} imports the old path {target}')
-            elif target and _layer(target) > _layer(name) and \
-                    (name, target) not in LAZY_COMPAT:
+            if target and _layer(target) > _layer(name):
                 wrong.append(f'{name} (layer {_layer(name)}) imports {target} '
                              f'(layer {_layer(target)})')
     assert not wrong, '\n'.join(wrong)
@@ -101,8 +93,6 @@ def test_no_import_circle():
     def visit(node, path):
         state[node] = 'open'
         for target in graph.get(node, ()):
-            if (node, target) in LAZY_COMPAT:
-                continue
             if state.get(target) == 'open':
                 circles.append(' -> '.join(path[path.index(target):] + [target]))
             elif target not in state:

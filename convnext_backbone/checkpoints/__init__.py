@@ -12,21 +12,13 @@ The Runner that loads through ``model`` is ``convnext_backbone.engine.Checkpoint
 """
 from ..errors import CheckpointError
 from .imagenet import LoadReport, convert_state_dict, load_pretrained
-from .model import (ModelCheckpoint, ModelLoadReport, check_model_checkpoint,
+from .model import (ConvertedCheckpoint, ModelLoadReport, check_model_checkpoint,
                     load_model_checkpoint, read_model_checkpoint)
 from .reading import allow_mmengine_checkpoints, read_checkpoint
 
 __all__ = [
     'CheckpointError', 'read_checkpoint', 'allow_mmengine_checkpoints', 'LoadReport',
-    'convert_state_dict', 'load_pretrained', 'ModelCheckpoint', 'ModelLoadReport',
+    'convert_state_dict', 'load_pretrained', 'ConvertedCheckpoint', 'ModelLoadReport',
     'read_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint'
 ]
 
-
-def __getattr__(name: str):
-    # Old import path (before engine/): the Runner lives above this layer, so it is imported
-    # only when asked for, and importing checkpoints never imports mmengine's Runner.
-    if name == 'CheckpointCheckingRunner':
-        from ..engine.runner import CheckpointCheckingRunner
-        return CheckpointCheckingRunner
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

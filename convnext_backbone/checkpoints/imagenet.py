@@ -95,7 +95,7 @@ def _grn(value: torch.Tensor) -> torch.Tensor:
     return value.reshape(1, 1, 1, -1)
 
 
-def _linear(value: torch.Tensor) -> torch.Tensor:
+def _conv1x1_as_linear(value: torch.Tensor) -> torch.Tensor:
     # Small timm models use 1x1 convs for the MLP: (out, in, 1, 1) -> (out, in).
     return value.flatten(1) if value.dim() == 4 else value
 
@@ -142,7 +142,7 @@ def from_timm(state_dict: StateDict) -> StateDict:
     for key, value in state_dict.items():
         key = _rename(key, TIMM_NAMES, to_official=True)
         if re.search(r'\.pwconv[12]\.weight$', key):
-            value = _linear(value)
+            value = _conv1x1_as_linear(value)
         if '.grn.' in key:
             value = _grn(value)
         out[key] = value

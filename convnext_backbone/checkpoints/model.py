@@ -39,7 +39,7 @@ from .imagenet import (arch_of, convert_state_dict, detect_layout, extract_state
                        strip_prefix)
 from .reading import read_checkpoint
 
-__all__ = ['ModelCheckpoint', 'ModelLoadReport', 'PURPOSES', 'read_model_checkpoint',
+__all__ = ['ConvertedCheckpoint', 'ModelLoadReport', 'PURPOSES', 'read_model_checkpoint',
            'convert_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint',
            'dataset_meta_of', 'resolve_dataset_meta', 'bare_model']
 
@@ -65,7 +65,7 @@ LAYOUT_NAMES = {
 
 
 @dataclass
-class ModelCheckpoint:
+class ConvertedCheckpoint:
     """A whole-model checkpoint converted to this package's layout."""
     source: str
     layout: str  # in words: where it comes from
@@ -93,12 +93,12 @@ class ModelLoadReport:
 
 
 # --------------------------------------------------------------------------------- reading
-def read_model_checkpoint(source: str, map_location: str = 'cpu') -> ModelCheckpoint:
+def read_model_checkpoint(source: str, map_location: str = 'cpu') -> ConvertedCheckpoint:
     """Read a whole detector / segmentor checkpoint of any supported layout and convert it."""
     return convert_model_checkpoint(read_checkpoint(source, map_location), str(source))
 
 
-def convert_model_checkpoint(checkpoint: dict, source: str) -> ModelCheckpoint:
+def convert_model_checkpoint(checkpoint: dict, source: str) -> ConvertedCheckpoint:
     """Convert a whole-model checkpoint as ``read_checkpoint`` returned it (a pure function:
     ``checkpoint`` is not changed)."""
     meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
@@ -124,7 +124,7 @@ def convert_model_checkpoint(checkpoint: dict, source: str) -> ModelCheckpoint:
     for key, value in state_dict.items():
         if not key.startswith('backbone.'):
             out[_from_hf_head(key) if backbone_layout == 'transformers' else key] = value
-    return ModelCheckpoint(source, _layout_name(backbone_layout, meta), out,
+    return ConvertedCheckpoint(source, _layout_name(backbone_layout, meta), out,
                            dataset_meta_of(meta), checkpoint)
 
 
@@ -204,7 +204,7 @@ def bare_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def check_model_checkpoint(model: nn.Module, checkpoint: ModelCheckpoint,
+def check_model_checkpoint(model: nn.Module, checkpoint: ConvertedCheckpoint,
                            purpose: str = 'eval') -> Tuple[List[str], List[str]]:
     """Compare a converted checkpoint with the model, copying nothing.
 
@@ -364,17 +364,17 @@ def _modules(keys: Sequence[str]) -> List[str]:
 
 # --------------------------------------------------------------------------------- loading
 def load_model_checkpoint(model: nn.Module,
-                          checkpoint: 'str | ModelCheckpoint',
+                          checkpoint: 'str | ConvertedCheckpoint',
                           purpose: str = 'eval',
                           map_location: str = 'cpu',
                           config_meta: Optional[dict] = None) -> Tuple[ModelLoadReport,
-                                                                        ModelCheckpoint,
+                                                                        ConvertedCheckpoint,
                                                                         Optional[dict]]:
     """Check a whole-model checkpoint against the model, then load all of it (or nothing).
 
     Args:
         model (nn.Module): The detector or segmentor (also inside DDP / TTA wrappers).
-        checkpoint (str | ModelCheckpoint): A file, a Hugging Face folder, a URL, or what
+        checkpoint (str | ConvertedCheckpoint): A file, a Hugging Face folder, a URL, or what
             ``read_model_checkpoint`` returned.
         purpose (str): ``'eval'``, ``'finetune'`` or ``'resume'`` (see the module docstring).
         map_location (str): Device to read tensors to.
@@ -385,7 +385,7 @@ def load_model_checkpoint(model: nn.Module,
         The report (also logged), the converted checkpoint, and the dataset meta to use
         (``resolve_dataset_meta``).
     """
-    if not isinstance(checkpoint, ModelCheckpoint):
+    if not isinstance(checkpoint, ConvertedCheckpoint):
         checkpoint = read_model_checkpoint(checkpoint, map_location)
     loadable, reinit = check_model_checkpoint(model, checkpoint, purpose)
     model = bare_model(model)

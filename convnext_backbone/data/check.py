@@ -36,7 +36,7 @@ from mmengine.logging import print_log
 from ..errors import DataError, shorten
 from .configure import class_heads, innermost_dataset
 from .images import (ImageFile, decoded_size, decoder_of, orientation_note, parallel_map,
-                     read_image, read_images)
+                     inspect_image, inspect_images)
 from .layouts import quote_names
 
 __all__ = ['DataReport', 'check_dataset', 'config_classes', 'build_dataset', 'drop_rule',
@@ -450,7 +450,7 @@ def _check_image_files(where: str, img_dir: str, images: List[dict], decoder: Tu
     """Every image of the file must be there and readable, of the size its entry gives once
     mmcv's decoder (``decoder``: backend, colour type) has applied any EXIF orientation."""
     names = [im.get('file_name', '') for im in images]
-    found = read_images([osp.join(img_dir, name) for name in names], decode)
+    found = inspect_images([osp.join(img_dir, name) for name in names], decode)
     missing = [name for name, image in zip(names, found) if image.missing]
     if missing:
         report.errors.append(f'{where}: {len(missing)} of {len(images)} images are not in '
@@ -507,7 +507,7 @@ def _check_label_maps(phase: str, dataset: dict, classes: tuple, report: DataRep
         return
     stats = SplitStats(phase, images=len(pairs), unit='pixels')
     decoder = decoder_of(dataset.get('pipeline'))
-    read = parallel_map(lambda pair: (read_image(pair[0], decode), _read_label_map(pair[1])),
+    read = parallel_map(lambda pair: (inspect_image(pair[0], decode), _read_label_map(pair[1])),
                         pairs)
     names = [osp.relpath(image, img_dir) for image, _ in pairs]
     images = [image for image, _ in read]

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ['ImageFile', 'read_image', 'read_images', 'decoder_of', 'decoded_size',
+__all__ = ['ImageFile', 'inspect_image', 'inspect_images', 'decoder_of', 'decoded_size',
            'orientation_note', 'parallel_map']
 
 EXIF_ORIENTATION = 0x0112
@@ -41,7 +41,7 @@ class ImageFile:
     missing: bool = False  # no such file (``problem`` says so too)
 
 
-def read_image(path: str, decode: bool = False) -> ImageFile:
+def inspect_image(path: str, decode: bool = False) -> ImageFile:
     """Read ``path``'s header (size, format, EXIF orientation) and, with ``decode``, all of its
     pixels. A file that is not there, empty, not an image or (``decode``) that does not decode
     to the end comes back with ``problem`` saying so, not with an exception."""
@@ -65,11 +65,11 @@ def read_image(path: str, decode: bool = False) -> ImageFile:
     return ImageFile(path, size, orientation, file_format)
 
 
-def read_images(paths: Sequence[str], decode: bool = False) -> List[ImageFile]:
-    """``read_image`` of every path, in order. Headers are read in this thread (PIL parses
+def inspect_images(paths: Sequence[str], decode: bool = False) -> List[ImageFile]:
+    """``inspect_image`` of every path, in order. Headers are read in this thread (PIL parses
     them in Python under the GIL: threads only slow it down); full decodes run on a thread per
     CPU (PIL's decoders release the GIL)."""
-    return parallel_map(lambda path: read_image(path, decode), paths, threads=decode)
+    return parallel_map(lambda path: inspect_image(path, decode), paths, threads=decode)
 
 
 def parallel_map(function: Callable, items: Iterable, threads: bool = True) -> list:

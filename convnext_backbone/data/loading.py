@@ -27,7 +27,7 @@ from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
 
 from ..errors import DataError, shorten
-from .images import read_image
+from .images import inspect_image
 
 __all__ = ['LoadImageOrSkip', 'skip_unreadable_training_images']
 
@@ -70,7 +70,7 @@ class LoadImageOrSkip(LoadImageFromFile):
         """Why ``path`` did not load, in words: what PIL finds in a local file (empty, not an
         image, truncated...), else the loader's exception."""
         local = self.backend_args is None and self.file_client_args is None
-        problem = read_image(path, decode=True).problem if local and path else ''
+        problem = inspect_image(path, decode=True).problem if local and path else ''
         return problem or str(exc).strip() or type(exc).__name__
 
 

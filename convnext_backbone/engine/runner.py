@@ -9,7 +9,7 @@ from mmengine.logging import print_log
 from mmengine.registry import DATASETS, RUNNERS
 from mmengine.runner import Runner
 
-from ..checkpoints.model import (ModelCheckpoint, bare_model, check_model_checkpoint,
+from ..checkpoints.model import (ConvertedCheckpoint, bare_model, check_model_checkpoint,
                                  load_model_checkpoint, read_model_checkpoint)
 from ..errors import CheckpointError
 
@@ -44,7 +44,7 @@ class CheckpointCheckingRunner(Runner):
     """
 
     _purpose = 'eval'  # what load_checkpoint() loads for: set by train() / val() / test()
-    _checked_load_from: Optional[ModelCheckpoint] = None
+    _checked_load_from: Optional[ConvertedCheckpoint] = None
 
     def train(self):
         self._purpose = 'finetune'
@@ -109,7 +109,7 @@ class CheckpointCheckingRunner(Runner):
         self._load(checkpoint)
         return checkpoint.checkpoint
 
-    def _load(self, checkpoint: ModelCheckpoint) -> None:
+    def _load(self, checkpoint: ConvertedCheckpoint) -> None:
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint.checkpoint)
         _, _, dataset_meta = load_model_checkpoint(self.model, checkpoint, self._purpose,
                                                    config_meta=self._config_dataset_meta())
