@@ -96,82 +96,28 @@ class ConvNeXtBlock(nn.Module):
                       if layer_scale_init_value > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.with_cp = with_cp
-        self.fused = False  # see fuse_for_inference()
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch as autograd records it (training; eval with gradients)."""
+        """The residual branch."""
         x = self.dwconv(x)
         # (N, C, H, W) -> (N, H, W, C); a free view when x is channels-last in memory.
-        x = self._norm(x.permute(0, 2, 3, 1))
+        x = self.norm(x.permute(0, 2, 3, 1))
         x = self.act(self.pwconv1(x))
         if self.grn is not None:
             x = self.grn(x)
         x = self.pwconv2(x)
-        if self.gamma is not None and not self.fused:
+        if self.gamma is not None:
             x = x * self.gamma
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:  # LayerNorm affine and layer scale live in pwconv1 / pwconv2
-            return F.layer_norm(x, self.norm.normalized_shape, None, None, self.norm.eps)
-        return self.norm(x)
-
-    # The parameters that fuse_for_inference() changes (the others keep their values).
-    FUSED_PARAMS = ('pwconv1.weight', 'pwconv1.bias', 'pwconv2.weight', 'pwconv2.bias')
-
-    @torch.no_grad()
-    def fuse_for_inference(self) -> None:
-        """Fold the LayerNorm affine into pwconv1 and the layer scale into pwconv2 (exact up
-        to rounding): pwconv1(g * n + b) = (W1 * g) n + (W1 b + b1) and
-        gamma * (W2 h + b2) = (gamma W2) h + gamma b2."""
-        if self.fused:
-            return
-        w1, b1 = self.pwconv1.weight, self.pwconv1.bias
-        b1.add_(w1 @ self.norm.bias)
-        w1.mul_(self.norm.weight)
-        if self.gamma is not None:
-            self.pwconv2.weight.mul_(self.gamma[:, None])
-            self.pwconv2.bias.mul_(self.gamma)
-        self.fused = True
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and not _records_autograd(x, self):
-            return self._inference(x)
-        if self.with_cp and x.requires_grad and self.training:
+        # NOTE: CPU inference runs faster through convnext_backbone.inference
+        # (optimize_for_inference), which replaces these blocks; this is the one forward.
+        if self.with_cp and self.training:
             branch = checkpoint.checkpoint(self._residual, x, use_reentrant=False)
         else:
             branch = self._residual(x)
         return x + self.drop_path(branch)
-
-    def _inference(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + _residual(x)`` when autograd records nothing: the same function in fewer passes
-        over memory (equal to rounding, 1e-5).
-
-        NOTE: the one place where inference differs from the training path, for speed. With
-        nothing kept for backward, no layer needs a tensor of its own: GELU works in place, and
-        layer scale and residual are one pass into pwconv2's output. On CPU (fp32, eager) both
-        linears are oneDNN GEMMs, which apply their bias to each tile as they write it (torch's
-        addmm first copies the bias into its fresh output: a pass over memory) and ran as fast
-        as MKL's or faster at these skinny shapes (docs/speed.md). CUDA, autocast,
-        torch.compile and the TorchScript (ONNX) tracer see torch's own operators."""
-        shortcut = x.permute(0, 2, 3, 1)  # (N, H, W, C); contiguous when x is channels-last
-        y = self._norm(self.dwconv(x).permute(0, 2, 3, 1))
-        onednn = _onednn_fits(y, self.pwconv1.weight)
-        # NOTE: GELU (and below, the residual) as a pass of its own: oneDNN's GELU post-op is
-        # slower than torch's on AVX2 (at stage-0 shapes it made pwconv1 1.5x the product alone,
-        # torch's pass 1.25x), and its residual-sum post-op was no faster than the add.
-        y = torch._C._nn.gelu_(_linear(self.pwconv1, y, onednn))
-        if self.grn is not None:
-            y = self.grn(y)
-        out = _linear(self.pwconv2, y, onednn)
-        gamma = None if self.fused else self.gamma
-        if gamma is None:
-            out = out.add_(shortcut) if _keeps_dtype(out, shortcut) else shortcut + out
-        elif _keeps_dtype(out, gamma, shortcut):
-            out = torch.addcmul(shortcut, out, gamma, out=out)  # one pass
-        else:  # autocast: a bf16 branch times the fp32 layer scale is fp32, as in training
-            out = shortcut + out * gamma
-        return out.permute(0, 3, 1, 2)
 
 
 @MODELS.register_module()
@@ -294,11 +240,6 @@ class ConvNeXt(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', LayerNorm2d(self.widths[i], eps=LN_EPS))
 
-        # fuse_for_inference(): the original values of the parameters it changes, which
-        # state_dict() returns in place of the fused ones; None when not fused.
-        self._unfused_state: Optional[Dict[str, torch.Tensor]] = None
-        self.register_state_dict_post_hook(_unfused_state_dict)
-        self.register_load_state_dict_pre_hook(_refuse_loading_when_fused)
         self._layer_ids_cache: Dict[str, Dict[str, int]] = {}
         self.apply(_init_weights)
         self._freeze_stages()
@@ -349,41 +290,6 @@ class ConvNeXt(BaseModule):
             raise ValueError(f'ConvNeXt needs an input of at least {least}x{least} pixels (one '
                              f'stride-{least} cell), got {x.shape[2]}x{x.shape[3]}')
 
-    def _fusable_params(self) -> Dict[str, nn.Parameter]:
-        """The parameters that ``fuse_for_inference()`` changes, by state-dict name."""
-        return {f'stages.{i}.{j}.{name}': block.get_parameter(name)
-                for i, stage in enumerate(self.stages) for j, block in enumerate(stage)
-                for name in ConvNeXtBlock.FUSED_PARAMS}
-
-    @torch.no_grad()
-    def fuse_for_inference(self) -> 'ConvNeXt':
-        """Fold each block's LayerNorm affine and layer scale into its linear layers, for
-        faster inference (outputs equal to rounding). Reversible with ``unfuse()``, which
-        restores the exact original weights; training a fused model is refused.
-
-        NOTE: ``state_dict()`` of a fused model still returns the original (unfused) weights,
-        so that a fused model saved and loaded anywhere gives the original outputs; loading
-        weights into a fused model is refused (``unfuse()`` first)."""
-        if self._unfused_state is None:
-            self._unfused_state = {k: p.detach().clone() for k, p in
-                                   self._fusable_params().items()}
-            for stage in self.stages:
-                for block in stage:
-                    block.fuse_for_inference()
-        return self
-
-    @torch.no_grad()
-    def unfuse(self) -> 'ConvNeXt':
-        """Undo ``fuse_for_inference()`` exactly."""
-        if self._unfused_state is not None:
-            for name, param in self._fusable_params().items():
-                param.copy_(self._unfused_state[name])
-            for stage in self.stages:
-                for block in stage:
-                    block.fused = False
-            self._unfused_state = None
-        return self
-
     # ----------------------------------------------------------------------------- freezing
     def _frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:
@@ -400,9 +306,6 @@ class ConvNeXt(BaseModule):
                 param.requires_grad = False
 
     def train(self, mode: bool = True) -> 'ConvNeXt':
-        if mode and self._unfused_state is not None:
-            raise RuntimeError('This ConvNeXt was fused for inference; call unfuse() before '
-                               'training it')
         super().train(mode)
         self._freeze_stages()  # frozen parts stay in eval mode (drop path off)
         return self
@@ -509,60 +412,6 @@ def _stage_plan(output_stride: int) -> Tuple[_StagePlan, ...]:
 
 def _is_pretrained(init_cfg) -> bool:
     return isinstance(init_cfg, dict) and init_cfg.get('type') in ('Pretrained', PretrainedInit)
-
-
-def _unfused_state_dict(module: 'ConvNeXt', state_dict: dict, prefix: str,
-                        local_metadata: dict) -> None:
-    """State-dict post hook: a fused model's state dict holds the original weights."""
-    for name, value in (module._unfused_state or {}).items():
-        key = prefix + name
-        if key in state_dict:
-            state_dict[key] = value
-
-
-def _refuse_loading_when_fused(module: 'ConvNeXt', *args, **kwargs) -> None:
-    """Load-state-dict pre hook: original weights loaded into folded layers would be wrong."""
-    if module._unfused_state is not None:
-        raise RuntimeError('This ConvNeXt is fused for inference (fuse_for_inference()); call '
-                           'unfuse() before loading weights into it, then fuse again')
-
-
-def _records_autograd(x: torch.Tensor, module: nn.Module) -> bool:
-    """Whether autograd would record a forward of ``module`` at ``x``."""
-    return torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in module.parameters()))
-
-
-def _keeps_dtype(out: torch.Tensor, *operands: torch.Tensor) -> bool:
-    """Whether an op on ``out`` and ``operands`` may write its result into ``out``: type
-    promotion keeps ``out``'s dtype (under autocast a bf16 branch times the fp32 layer scale is
-    fp32, and must stay so)."""
-    return all(torch.promote_types(out.dtype, t.dtype) == out.dtype for t in operands)
-
-
-# oneDNN's linear (torch.ops.mkldnn._linear_pointwise, which inductor uses on CPU) where torch
-# has oneDNN and x86 vector units (its JIT kernels); other CPUs keep torch's addmm.
-_ONEDNN_CPU = (torch.backends.mkldnn.is_available()
-               and torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'))
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor, onednn: bool) -> torch.Tensor:
-    """``layer(x)``; with ``onednn`` as oneDNN's GEMM, which adds the bias to each tile as it
-    writes it (torch's addmm first copies the bias into its fresh output)."""
-    if onednn:
-        return torch.ops.mkldnn._linear_pointwise(x, layer.weight, layer.bias, 'none', [], '')
-    return layer(x)
-
-
-def _onednn_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether ``ConvNeXtBlock._inference`` runs its linears as oneDNN GEMMs:
-    eager fp32 on a CPU that has them, outside autocast, and not while torch.compile or the
-    TorchScript / ONNX exporter trace the model (they need plain operators; torch.compile's
-    inductor fuses the same steps itself)."""
-    return (_ONEDNN_CPU and torch.backends.mkldnn.enabled and x.device.type == 'cpu'
-            and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch.jit.is_scripting())
 
 
 def _init_weights(module: nn.Module) -> None:

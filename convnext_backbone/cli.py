@@ -36,7 +36,7 @@ def stack_of(cfg: Config) -> str:
 
 def prepare_config(config: str, work_dir: Optional[str] = None,
                    cfg_options: Optional[dict] = None, launcher: str = 'none',
-                   amp: bool = False, data: Optional[str] = None,
+                   data: Optional[str] = None,
                    data_splits: Optional[List[str]] = None) -> Config:
     """Load a config and fit it to the command line (``data``: a dataset folder whose splits
     and classes the config takes, see ``convnext_backbone.data``; ``cfg_options`` come last and
@@ -59,17 +59,6 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
     cfg.launcher = launcher
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(config))[0])
-    optim_wrapper = cfg.get('optim_wrapper')
-    if optim_wrapper is not None:
-        if amp:
-            optim_wrapper.type = 'AmpOptimWrapper'
-            optim_wrapper.setdefault('loss_scale', 'dynamic')
-        if optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
-            # mmengine's AmpOptimWrapper needs a GPU; on CPU train in fp32 rather than fail.
-            print_log('No CUDA device: training in fp32 (AmpOptimWrapper -> OptimWrapper)',
-                      logger='current')
-            optim_wrapper.type = 'OptimWrapper'
-            optim_wrapper.pop('loss_scale', None)
     if launcher != 'none' and not torch.cuda.is_available():
         cfg.env_cfg = cfg.get('env_cfg', {})
         cfg.env_cfg['dist_cfg'] = dict(backend='gloo')
@@ -81,6 +70,23 @@ def prepare_config(config: str, work_dir: Optional[str] = None,
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [dict(type='NonFiniteLossHook')]
     return cfg
 
+
+
+def fit_optim_wrapper(cfg: Config, amp: bool) -> None:
+    """A training run's optimizer wrapper for this machine: ``amp`` asks for mixed precision
+    (mmengine's ``AmpOptimWrapper``, dynamic loss scale), which needs a GPU; on CPU a config's
+    ``AmpOptimWrapper`` trains in fp32 rather than fail, and says so."""
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is None:
+        return
+    if amp:
+        optim_wrapper.type = 'AmpOptimWrapper'
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if optim_wrapper.get('type') == 'AmpOptimWrapper' and not torch.cuda.is_available():
+        print_log('No CUDA device: training in fp32 (AmpOptimWrapper -> OptimWrapper)',
+                  logger='current')
+        optim_wrapper.type = 'OptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
 
 def run_device(requested: Optional[str] = None) -> str:
     """The device a run uses: the one asked for, else CUDA where torch sees a GPU (as

@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt, backbone
+from convnext_backbone import ARCH_SETTINGS, PUBLISHED_ARCHS, ConvNeXt
 from convnext_backbone.checkpoints.imagenet import from_timm, to_timm
 
 from .helpers import randomize_
@@ -335,63 +335,6 @@ def test_core_imports_without_mmdet_mmseg_mmcv():
     subprocess.run([sys.executable, '-c', code], check=True)
 
 
-@pytest.mark.parametrize('version', ['v1', 'v2'])
-@pytest.mark.parametrize('output_stride', [32, 8])
-def test_inference_paths_match_the_plain_path(version, output_stride):
-    """The in-place no-grad path and fuse_for_inference() equal the autograd path, and leave
-    the input as it was."""
-    model = randomize_(ConvNeXt('atto', version=version, output_stride=output_stride)).eval()
-    x = torch.randn(2, 3, 64, 96)
-    x_before = x.clone()
-    plain = model(x)  # grad enabled: the plain PyTorch path
-    with torch.no_grad():
-        fast = model(x)
-    assert torch.equal(x, x_before)
-    with torch.no_grad():
-        original = {k: v.clone() for k, v in model.state_dict().items()}
-        model.fuse_for_inference()
-        fused = model(x)
-    for a, b, c in zip(plain, fast, fused):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match='unfuse'):
-        model.train()
-    model.unfuse()
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, original[key]), key
-    model.train()
-
-
-def test_fused_model_saves_and_loads_the_original_weights(tmp_path):
-    """state_dict() of a fused model holds the unfused weights: saved and loaded into a fresh
-    model it gives the original outputs (before, it held the folded ones, silently wrong)."""
-    model = randomize_(ConvNeXt('atto')).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        original = model(x)
-        before = {k: v.clone() for k, v in model.state_dict().items()}
-        model.fuse_for_inference()
-        fused_outputs = model(x)
-    saved = model.state_dict()
-    for key, value in before.items():
-        assert torch.equal(saved[key], value), key
-    # Wrapped in a parent (as in a detector), with its prefix.
-    parent = torch.nn.ModuleDict(dict(backbone=model))
-    assert torch.equal(parent.state_dict()['backbone.stages.0.0.pwconv1.weight'],
-                       before['stages.0.0.pwconv1.weight'])
-    torch.save(saved, tmp_path / 'fused.pth')
-    fresh = ConvNeXt('atto').eval()
-    fresh.load_state_dict(torch.load(tmp_path / 'fused.pth'))
-    with torch.no_grad():
-        for a, b, c in zip(fresh(x), original, fused_outputs):
-            assert torch.equal(a, b)
-            torch.testing.assert_close(c, b, rtol=1e-5, atol=1e-5)
-    with pytest.raises(RuntimeError, match='fused for inference.*unfuse'):
-        model.load_state_dict(before)
-    model.unfuse()
-    model.load_state_dict(before)  # unfused again: loads
-
-
 def test_layer_depth_lookup_does_not_rebuild_the_map():
     """get_layer_depth builds its name -> id map once per decay type, not once per call (which
     made building the optimizer quadratic in the number of parameters)."""
@@ -407,25 +350,11 @@ def test_layer_depth_lookup_does_not_rebuild_the_map():
     assert calls == ['layer_wise', 'stage_wise']
 
 
-def test_inference_path_keeps_autocast_dtypes():
-    """Under autocast, the in-place path gives the dtypes (and values) of the autograd path:
-    the bf16 branch times the fp32 layer scale is fp32, so nothing is written back in bf16."""
-    model = randomize_(ConvNeXt('atto')).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        plain = model(x)
-        with torch.no_grad():
-            fast = model(x)
-    for a, b in zip(plain, fast):
-        assert a.dtype == b.dtype
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-
-
 @pytest.mark.parametrize('mode,output_stride', [('train', 32), ('eval', 32), ('eval', 8)])
 def test_torch_compile_sees_one_graph(mode, output_stride):
     """torch.compile captures the whole backbone without graph breaks, in a training step
-    (drop path, autograd path) and in no-grad inference (the in-place path); with output
-    stride 8 too (dilated and 'same'-padded convolutions)."""
+    (drop path) and in no-grad inference; with output stride 8 too (dilated and
+    'same'-padded convolutions)."""
     torch._dynamo.reset()
     model = ConvNeXt('atto', drop_path_rate=0.1 if mode == 'train' else 0.0,
                      output_stride=output_stride)
@@ -435,63 +364,3 @@ def test_torch_compile_sees_one_graph(mode, output_stride):
         explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
-
-
-@pytest.mark.slow  # inductor compiles C++ for about 40 s on 2 cores
-def test_torch_compile_inference_matches_eager():
-    """Inductor compiles the no-grad (in-place) path and computes the same outputs."""
-    torch._dynamo.reset()
-    model = randomize_(ConvNeXt('atto')).eval()
-    x = torch.randn(1, 3, 64, 96)
-    with torch.no_grad():
-        eager = model(x)
-        compiled = torch.compile(model)(x)
-    for a, b in zip(eager, compiled):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-
-
-def _operators(step) -> set:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        step()
-    return {event.name for event in prof.events()}
-
-
-@pytest.mark.skipif(not backbone._ONEDNN_CPU, reason='needs torch with oneDNN on an x86 CPU')
-@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # the input-size check
-@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.trace is deprecated
-def test_cpu_inference_runs_the_linears_as_onednn_gemms():
-    """Without autograd on CPU (fp32, eager) every block's linears are oneDNN GEMMs that apply
-    their bias themselves (no addmm with its bias copy), GELU works in place, layer scale and
-    residual are one pass (fused: the residual sum alone). Autocast and the TorchScript tracer
-    (the ONNX exporter) get plain operators."""
-    model = randomize_(ConvNeXt('atto')).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        ops = _operators(lambda: model(x))
-        assert 'mkldnn::_linear_pointwise' in ops
-        assert not ops & {'aten::addmm', 'aten::linear', 'aten::gelu'}, ops
-        assert 'aten::gelu_' in ops
-        assert 'aten::addcmul' in ops  # the layer scale and the residual, one pass
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            assert 'mkldnn::_linear_pointwise' not in _operators(lambda: model(x))
-        traced = torch.jit.trace(model, x, check_trace=False)
-        assert 'mkldnn' not in str(traced.inlined_graph)
-        model.fuse_for_inference()
-        ops = _operators(lambda: model(x))
-        assert 'mkldnn::_linear_pointwise' in ops and 'aten::addcmul' not in ops
-        assert 'aten::add_' in ops and 'aten::addmm' not in ops
-
-
-@pytest.mark.parametrize('fused', [False, True])
-def test_inference_path_matches_the_plain_path_in_contiguous_layout(fused):
-    """channels_last=False: the blocks' input permuted to (N, H, W, C) is not contiguous, so
-    the residual sum cannot be a post-op of pwconv2; outputs still equal the autograd path's."""
-    model = randomize_(ConvNeXt('atto', channels_last=False)).eval()
-    x = torch.randn(2, 3, 64, 96)
-    plain = model(x)
-    with torch.no_grad():
-        if fused:
-            model.fuse_for_inference()
-        fast = model(x)
-    for a, b in zip(plain, fast):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

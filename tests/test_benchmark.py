@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from convnext_backbone import ConvNeXt
 from convnext_backbone.benchmark import parse_args
 from convnext_backbone.benchmark.floor import MatmulFloor, matmul_peak_gflops
-from convnext_backbone.benchmark.measure import (COMPILED, FLOOR, count_flops,
+from convnext_backbone.benchmark.measure import (COMPILED, FLOOR, OPTIMIZED, count_flops,
                                                  cpu_peak_allocated, precision_name, run_case,
                                                  train_step_activations)
 from convnext_backbone.benchmark.peers import PEERS, build_peers, max_relative_difference
@@ -113,11 +113,13 @@ def test_matmul_floor_runs_the_models_own_linear_products():
     linears = [(m.in_features, m.out_features) for m in model.modules()
                if isinstance(m, nn.Linear)]
     assert [(k, n) for _, k, n in floor.shapes] == linears
-    with FlopCounterMode(display=False) as counter:  # the autograd path's addmm
+    with FlopCounterMode(display=False) as counter:  # its Linear layers' addmm
         model(x)
     addmm_flops = counter.get_flop_counts()['Global'][torch.ops.aten.addmm]
     assert len(floor.calls) == 2 * sum(model.depths) and floor.flops == addmm_flops
-    floor.step()
+    assert set(floor.gemms) <= {'addmm', 'onednn'} and len(floor.gemms) == len(floor.calls)
+    steps = [floor.step(), floor.step()]
+    assert 0 < floor.seconds() <= min(steps)  # each product's fastest time, over the steps
     train = MatmulFloor(model.train(), x, mode='train', dtype=torch.bfloat16)
     assert len(train.calls) == 6 * sum(model.depths) and train.flops == 3 * addmm_flops
     assert model.training  # left as it was
@@ -169,13 +171,16 @@ def test_a_train_case_in_bf16_channels_last_times_every_peer_and_the_floor():
     for name in PEERS:  # the same work for every peer: our forward's FLOPs, times 3
         assert rows[name]['gflop'] == pytest.approx(3 * flops / 1e9)
     assert rows[FLOOR]['gflop'] == MatmulFloor(ours, x, mode='train', dtype=None).flops / 1e9
-    for r in rows.values():
-        assert 0 < r['min_s'] <= r['median_s'] <= r['max_s']
+    for name, r in rows.items():
+        if name == FLOOR:  # the sum of its products' fastest times: at most its fastest step
+            assert 0 < r['median_s'] <= r['min_s'] <= r['max_s']
+        else:
+            assert 0 < r['min_s'] <= r['median_s'] <= r['max_s']
     assert precision_name('bf16', 'channels_last') == 'bf16 autocast + channels_last'
     assert precision_name('fp32', 'contiguous') == 'fp32'
 
 
-def test_compiled_rows_compute_what_the_plain_path_does(monkeypatch):
+def test_compiled_rows_compute_what_our_model_does(monkeypatch):
     """The compiled rows' plumbing, with a backend that compiles no code (inductor's C++ takes
     a minute on 2 busy cores): their kind, compile time, and outputs compared with ours."""
     compile_ = torch.compile
@@ -198,7 +203,7 @@ def test_a_dilated_case_times_our_stride_32_model_beside_it():
                     references={STRIDE_32: stride_32})
     assert list(rows) == ['convnext_backbone', 'timm', STRIDE_32, FLOOR]
     assert rows[STRIDE_32]['kind'] == 'reference' and rows[STRIDE_32]['median_s'] > 0
-    # Each with its own work (the plain path's FLOPs): stage 3 at 4x the pixels when dilated.
+    # Each with its own work (its forward's FLOPs): stage 3 at 4x the pixels when dilated.
     assert rows[STRIDE_32]['gflop'] == pytest.approx(count_flops(lambda: stride_32(x)) / 1e9)
     assert rows['timm']['gflop'] == pytest.approx(count_flops(lambda: ours(x)) / 1e9)
     assert rows['timm']['gflop'] > 1.2 * rows[STRIDE_32]['gflop']
@@ -284,24 +289,25 @@ def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
     (case, ) = results['cases']
     assert {k: case[k] for k in ('arch', 'mode', 'size', 'batch', 'precision')} == dict(
         arch='atto', mode='eval', size='64x64', batch=1, precision='fp32')
-    assert list(case['peers']) == [*PEERS, FLOOR]
+    assert list(case['peers']) == [*PEERS, OPTIMIZED, FLOOR]
     model = ConvNeXt('atto')
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         flops = count_flops(lambda: model(x))
-    for name in PEERS:
+    for name in [*PEERS, OPTIMIZED]:
         assert case['peers'][name]['kind'] == 'eager' and case['peers'][name]['median_s'] > 0
         assert case['peers'][name]['gflop'] == pytest.approx(flops / 1e9)
     assert case['peers'][FLOOR]['gflop'] == MatmulFloor(model, x, mode='eval', dtype=None
                                                         ).flops / 1e9
-    assert all(d < 1e-5 for d in results['max_relative_difference']['atto'].values())
+    diffs = results['max_relative_difference']['atto']
+    assert set(diffs) == {*PEERS, OPTIMIZED} and all(d < 1e-5 for d in diffs.values())
     assert results['memory'] == []
     # The Markdown file is the JSON's report, and the tool printed it after each case's JSON.
     assert markdown == to_markdown(results)
     assert '| arch | mode | input | batch | precision | peer | median s | min-max s | ratio to ' \
         'fastest peer | x matmul floor | GFLOP/s | % of peak | compile s |' in markdown
     rows = [line for line in markdown.splitlines() if line.startswith('| atto | eval | 64x64 |')]
-    assert [row.split(' | ')[5] for row in rows] == [*PEERS, FLOOR]
+    assert [row.split(' | ')[5] for row in rows] == [*PEERS, OPTIMIZED, FLOOR]
     assert rows[-1].split(' | ')[9] == '1.00'  # the floor is 1x itself
     # --profile: the case's account, in both reports (profile_case's own test checks its rows)
     account = case['profile']
@@ -320,7 +326,7 @@ def test_the_tool_times_dilated_cases_beside_stride_32(tmp_path):
     results = json.loads((tmp_path / 'out/results.json').read_text())
     (case, ) = results['cases']
     assert case['output_stride'] == 16
-    assert list(case['peers']) == ['convnext_backbone', 'timm', STRIDE_32, FLOOR]
+    assert list(case['peers']) == ['convnext_backbone', 'timm', OPTIMIZED, STRIDE_32, FLOOR]
     assert list(results['max_relative_difference']) == ['atto, stride 16']
     markdown = (tmp_path / 'out/results.md').read_text()
     assert "| ours, x stride 32 | ours, x timm's dilated |" in markdown

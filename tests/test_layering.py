@@ -16,6 +16,7 @@ LAYERS = [
     ('archs', 'errors'),
     ('checkpoints', ),
     ('backbone', ),
+    ('inference', ),
     ('engine', ),
     ('data', ),
     ('benchmark', 'deploy'),

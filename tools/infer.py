@@ -23,6 +23,7 @@ from convnext_backbone.cli import (add_data_arguments, check_mmcv_ops, keep_free
                                    prepare_config, run_device, run_tool, stack_of)
 from convnext_backbone.data.layouts import IMAGE_SUFFIXES
 from convnext_backbone.engine import config_dataset_meta
+from convnext_backbone.inference import optimize_for_inference
 
 
 def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):
@@ -35,8 +36,8 @@ def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):
     else:
         from mmseg.apis import MMSegInferencer as Inferencer
         kwargs = {}
-    with warnings.catch_warnings():  # "no checkpoint loaded": it is loaded below
-        warnings.simplefilter('ignore')
+    with warnings.catch_warnings():  # "checkpoint is not loaded": it is loaded below
+        warnings.filterwarnings('ignore', message='.*[Cc]heckpoint is not loaded')
         inferencer = Inferencer(model=cfg, weights=None, device=device, **kwargs)
     config_meta = config_dataset_meta(inferencer.cfg.test_dataloader.dataset)
     _, _, meta = load_model_checkpoint(inferencer.model, checkpoint, 'eval',
@@ -45,6 +46,8 @@ def build_inferencer(cfg, checkpoint: str, device: str = 'cpu'):
     inferencer.model.dataset_meta = meta
     inferencer.visualizer.dataset_meta = meta
     inferencer.visualizer.alpha = 0.6  # segmentation: the image shows through the colours
+    if device == 'cpu':  # CPU inference near its matmul floor (docs/speed.md)
+        optimize_for_inference(inferencer.model, inplace=True)
     return inferencer
 
 
@@ -112,7 +115,7 @@ def main(argv=None):
         device = run_device(args.device)
         check_mmcv_ops(cfg, device)  # before anything is built
         if device == 'cpu':
-            keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
+            keep_freed_memory()
         inferencer = build_inferencer(cfg, args.checkpoint, device)
     os.makedirs(args.out_dir, exist_ok=True)
     import mmcv

@@ -50,8 +50,9 @@ def main(argv=None):
     if args.checkpoint.endswith('.onnx'):
         return test_onnx(cfg, args)
     check_mmcv_ops(cfg, run_device())  # before anything is built
-    if run_device() == 'cpu':
-        keep_freed_memory()  # CPU inference near its matmul floor (docs/speed.md)
+    if run_device() == 'cpu':  # CPU inference near its matmul floor (docs/speed.md)
+        keep_freed_memory()
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='OptimizeForInferenceHook')]
     check_dataset(cfg, phases=('test', ))
     cfg.load_from = args.checkpoint
     if args.tta:

@@ -12,8 +12,9 @@ fit, and those are re-initialised and reported when the number of classes differ
 import argparse
 import sys
 
-from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, prepare_config,
-                                   run_device, run_tool, setup_cpu_distributed)
+from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, fit_optim_wrapper,
+                                   prepare_config, run_device, run_tool,
+                                   setup_cpu_distributed)
 from convnext_backbone.data import check_dataset
 from convnext_backbone.engine import CheckpointCheckingRunner
 
@@ -35,8 +36,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher, args.amp,
+    cfg = prepare_config(args.config, args.work_dir, args.cfg_options, args.launcher,
                          args.data, args.data_split)
+    fit_optim_wrapper(cfg, args.amp)
     check_mmcv_ops(cfg, run_device())  # before anything is built
     check_dataset(cfg, phases=('train', 'val'))
     if args.resume == 'auto':

@@ -3,7 +3,7 @@ floor, the FLOPs of the work, and the peak activation memory of a train step.
 
 The steps run interleaved (one repeat of each in turn), so that a slow-down of the machine hits
 them alike; every row reports the median and the spread (min-max) of its repeats and the GFLOP
-of its work. The FLOPs of a case are those of our plain (autograd) forward, counted by torch's
+of its work. The FLOPs of a case are those of our model's forward, counted by torch's
 ``FlopCounterMode``, times 3 for a train step (forward, and two products per product in
 backward: the usual convention), the same for every peer, which all compute that function.
 
@@ -16,6 +16,7 @@ measurement in a fresh process, so that no earlier case's cached blocks or state
 """
 from __future__ import annotations
 
+import collections
 import multiprocessing as mp
 import statistics
 import time
@@ -28,11 +29,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from .floor import MatmulFloor
 from .peers import build_peers
 
-__all__ = ['COMPILED', 'FLOOR', 'MEMORY_FORMATS', 'PRECISIONS', 'count_flops', 'cpu_peak_allocated',
+__all__ = ['COMPILED', 'FLOOR', 'OPTIMIZED', 'MEMORY_FORMATS', 'PRECISIONS', 'count_flops', 'cpu_peak_allocated',
            'first_call', 'make_step', 'measure_memory', 'precision_name', 'run_case',
            'train_step_activations']
 
 FLOOR = 'matmul floor'  # the floor's row
+OPTIMIZED = 'convnext_backbone optimized'  # optimize_for_inference(ours), eval cases
 COMPILED = ' (compiled)'  # suffix of a compiled peer's row
 # Precision names -> autocast dtype (None: no autocast, fp32).
 PRECISIONS: Dict[str, Optional[torch.dtype]] = {
@@ -102,20 +104,26 @@ def _max_relative_difference(outs: Sequence[torch.Tensor],
 def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, mode: str,
              amp: Optional[torch.dtype], warmup: int, repeats: int,
              compile_peers: bool = False,
-             references: Optional[Dict[str, nn.Module]] = None) -> Dict[str, dict]:
+             references: Optional[Dict[str, nn.Module]] = None,
+             optimized: Optional[nn.Module] = None) -> Dict[str, dict]:
     """Time the peers (and, with ``compile_peers``, a ``torch.compile``d copy of each, with its
-    first call's time in ``compile_s`` and, in eval, its outputs' distance to our plain path)
+    first call's time in ``compile_s`` and, in eval, its outputs' distance to our model's)
     and the matmul floor of ``ours``, interleaved; ``references`` are other models timed with
-    them, with their own FLOPs (our backbone at output stride 32 beside a dilated case).
-    Returns a row per name: ``kind`` ('eager', 'compiled', 'floor', 'reference'),
-    ``median_s``, ``min_s``, ``max_s``, ``gflop``."""
+    them, with their own FLOPs (our backbone at output stride 32 beside a dilated case);
+    ``optimized`` is ``optimize_for_inference(ours)``, a peer of its own (``OPTIMIZED``) in
+    eval cases. Returns a row per name: ``kind`` ('eager', 'compiled', 'floor',
+    'reference'), ``median_s``, ``min_s``, ``max_s``, ``gflop``. The floor's ``median_s`` is
+    its ``seconds()``, the sum of its products' fastest times (at most ``min_s``, the fastest
+    of its steps' sums), and ``gemms`` counts the GEMM chosen per product."""
     steps: Dict[str, Callable[[], None]] = {}
     rows: Dict[str, dict] = {}
+    if optimized is not None and mode == 'eval':
+        peers = {**peers, OPTIMIZED: optimized}
     for name, model in peers.items():
         model.train(mode == 'train')
         steps[name] = make_step(model, x, mode=mode, amp=amp)
         rows[name] = dict(kind='eager')
-    # The same work for every peer: FLOPs of our plain (autograd) forward (module docstring).
+    # The same work for every peer: FLOPs of our model's forward (module docstring).
     flops = _case_flops(ours, x, mode=mode, amp=amp)
     reference_flops = {}
     for name, model in (references or {}).items():
@@ -125,8 +133,9 @@ def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, m
     if compile_peers:
         torch._dynamo.reset()  # each case compiles afresh: its own shapes, mode and dtype
         if mode == 'eval':
-            with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
-                reference = ours(x)  # grad enabled: our plain path
+            with torch.no_grad(), torch.autocast(x.device.type, dtype=amp,
+                                                 enabled=amp is not None):
+                reference = ours(x)
         for name, model in peers.items():
             compiled = torch.compile(model)
             seconds, outs = first_call(compiled, x, mode=mode, amp=amp)
@@ -149,21 +158,23 @@ def run_case(peers: Dict[str, nn.Module], ours: nn.Module, x: torch.Tensor, *, m
             for model in models:
                 model.zero_grad(set_to_none=True)
             start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
+            seconds = step()  # the floor's: the sum of its products' times
+            times[name].append(seconds if name == FLOOR else time.perf_counter() - start)
     for name, t in times.items():
         work = floor.flops if name == FLOOR else reference_flops.get(name, flops)
         rows[name].update(median_s=statistics.median(t), min_s=min(t), max_s=max(t),
                           gflop=work / 1e9)
+    rows[FLOOR]['median_s'] = floor.seconds()
+    rows[FLOOR]['gemms'] = dict(collections.Counter(floor.gemms))
     return rows
 
 
 def _case_flops(model: nn.Module, x: torch.Tensor, *, mode: str,
                 amp: Optional[torch.dtype]) -> float:
-    """FLOPs of a case's step of ``model``: its plain (autograd) forward's, times 3 for a train
-    step (module docstring)."""
+    """FLOPs of a case's step of ``model``: its forward's, times 3 for a train step (module
+    docstring)."""
     model.train(mode == 'train')
-    with torch.enable_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         return count_flops(lambda: model(x)) * (3 if mode == 'train' else 1)
 
 

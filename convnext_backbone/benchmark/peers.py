@@ -118,15 +118,15 @@ def build_peers(arch: str, version: str, *, with_cp: bool = False,
 
 def max_relative_difference(peers: Dict[str, nn.Module], device: str,
                             size: Sequence[int] = (96, 128)) -> Dict[str, float]:
-    """How far each peer's eval outputs are from the plain (autograd) path of ours, relative to
+    """How far each peer's eval outputs are from ours, relative to
     the output scale, at a random input of ``size``: the peers compute the same function with
     the same weights, so this is rounding (or a bug)."""
     x = torch.randn(1, 3, *size, device=device)
     ours = peers['convnext_backbone']
     ours.eval()
-    reference = ours(x)  # grad enabled: the plain PyTorch path
     diffs = {}
     with torch.no_grad():
+        reference = ours(x)
         for name, model in peers.items():
             model.eval()  # (mmpretrain's train() returns None: no chaining)
             outs = model(x)

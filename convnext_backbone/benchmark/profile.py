@@ -126,10 +126,13 @@ def _account(events, top: str) -> Tuple[float, Dict[str, Dict[str, List[float]]]
 
 
 def profile_case(model: nn.Module, x: torch.Tensor, *, forwards: int = 3,
-                 amp: Optional[torch.dtype] = None) -> dict:
+                 amp: Optional[torch.dtype] = None,
+                 floor_model: Optional[nn.Module] = None) -> dict:
     """The account of ``model``'s eval forward at ``x`` against its matmul floor: ``forwards``
     profiled forwards and floor steps, interleaved, after one of each unprofiled (module
-    docstring), under autocast to ``amp`` if given.
+    docstring), under autocast to ``amp`` if given. ``floor_model`` is the model whose
+    ``nn.Linear`` calls give the floor's shapes when ``model`` calls none itself (an
+    ``optimize_for_inference`` model runs its linears' GEMMs directly); the same names.
 
     Returns a dict: ``forward_ms`` and ``floor_ms`` (per forward, as profiled: the sum of the
     rows), ``profiled_wall_ms`` (the profiled forwards by the clock, per forward: the time the
@@ -138,8 +141,9 @@ def profile_case(model: nn.Module, x: torch.Tensor, *, forwards: int = 3,
     ``range``, ``operator``, ``calls`` and ``ms`` per forward, ``floor_ms`` (the floor's
     products in that range, on its matrix-product row) and ``above_floor_ms``, in forward order
     of the ranges, largest first within one."""
-    floor = MatmulFloor(model, x, mode='eval', dtype=amp)
-    names = {module: name for name, module in model.named_modules()}
+    floor_model = floor_model or model
+    floor = MatmulFloor(floor_model, x, mode='eval', dtype=amp)
+    names = {module: name for name, module in floor_model.named_modules()}
     floor_ranges = [_range_of(names[linear]) for linear in floor.linears]
     sync = torch.get_device_module(x.device.type).synchronize
     parts = model_ranges(model)

@@ -1,7 +1,8 @@
 """The benchmark's report: ``results.json`` (everything measured) and ``results.md`` (a table).
 
 The table has a row per peer (and compiled peer, and the matmul floor) per case: the median
-and the spread (min-max) of the repeats, the ratio to the fastest other peer of the same kind
+and the spread (min-max) of the repeats (the floor's "median" is the sum of each of its
+products' fastest times, ``floor.MatmulFloor``), the ratio to the fastest other peer of the same kind
 (eager or compiled), the ratio to the case's matmul floor, the achieved GFLOP/s and its
 fraction of the machine's matrix-product peak of the case's dtype, and the compile time of a
 compiled row; then the peers' output differences and, with ``--memory``, the activation memory
@@ -72,12 +73,12 @@ def to_markdown(results: dict) -> str:
                 f"{x_floor} | {gflops:.0f} | {100 * gflops / peak:.0f} | "
                 + (f"{r['compile_s']:.1f} |" if 'compile_s' in r else '- |'))
     for arch, diffs in results.get('max_relative_difference', {}).items():
-        lines.append(f'\n{arch}: eval outputs vs. our plain (autograd) path, max relative '
+        lines.append(f'\n{arch}: eval outputs vs. our model, max relative '
                      'difference: ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
     compiled = [(case, name, r['max_relative_difference']) for case in results['cases']
                 for name, r in case['peers'].items() if 'max_relative_difference' in r]
     if compiled:
-        lines.append('\nCompiled eval outputs vs. our plain (autograd) path at the case\'s input, '
+        lines.append('\nCompiled eval outputs vs. our model at the case\'s input, '
                      'max relative difference: ' + ', '.join(
                          f"{arch_label(case['arch'], case.get('output_stride', 32))} "
                          f"{case['size']} {case['precision']} {name} {d:.1e}"

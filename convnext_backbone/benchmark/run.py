@@ -31,8 +31,10 @@ import torch
 
 from ..backbone import OUTPUT_STRIDES, ConvNeXt
 from ..engine.memory import keep_freed_memory
+from ..inference import optimize_for_inference
 from .floor import matmul_peak_gflops
-from .measure import MEMORY_FORMATS, PRECISIONS, measure_memory, precision_name, run_case
+from .measure import (MEMORY_FORMATS, OPTIMIZED, PRECISIONS, measure_memory, precision_name,
+                      run_case)
 from .peers import PEERS, build_peers, max_relative_difference
 from .profile import profile_case
 from .report import STRIDE_32, arch_label, write_reports
@@ -195,12 +197,15 @@ def _run_stride(args: argparse.Namespace, arch: str, output_stride: int,
         references[STRIDE_32].load_state_dict(ours.state_dict())
     if args.peers:
         peers = {k: v for k, v in peers.items() if k in args.peers}
-    models = {ours, *peers.values(), *references.values()}
+    optimized = optimize_for_inference(ours) if 'eval' in args.modes else None
+    models = {ours, *peers.values(), *references.values(), *([optimized] if optimized else [])}
     for model in models:
         model.to(device)
-    diffs = max_relative_difference(dict(peers, convnext_backbone=ours), device)
+    diffs = max_relative_difference(dict(peers, convnext_backbone=ours,
+                                         **({OPTIMIZED: optimized} if optimized else {})),
+                                    device)
     results.setdefault('max_relative_difference', {})[label] = diffs
-    print(f'{label}: max relative output difference to our plain path: {diffs}', flush=True)
+    print(f'{label}: max relative output difference to our model: {diffs}', flush=True)
     for size_text in args.sizes:
         for batch in args.batches:
             for mode in args.modes:
@@ -214,14 +219,16 @@ def _run_stride(args: argparse.Namespace, arch: str, output_stride: int,
                             model.to(memory_format=layout)
                         rows = run_case(peers, ours, x, mode=mode, amp=PRECISIONS[precision],
                                         warmup=args.warmup, repeats=args.repeats,
-                                        compile_peers=args.compile, references=references)
+                                        compile_peers=args.compile, references=references,
+                                        optimized=optimized)
                         case = dict(arch=arch, mode=mode, size=size_text, batch=batch,
                                     precision=precision_name(precision, memory_format),
                                     peers=rows)
                         if output_stride != 32:
                             case['output_stride'] = output_stride
                         if args.profile and mode == 'eval':
-                            case['profile'] = profile_case(ours, x, forwards=args.repeats,
+                            case['profile'] = profile_case(optimized, x, floor_model=ours,
+                                                           forwards=args.repeats,
                                                            amp=PRECISIONS[precision])
                         results['cases'].append(case)
                         print(json.dumps(case), flush=True)
