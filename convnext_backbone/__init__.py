@@ -15,6 +15,7 @@ from .checkpoints import (allow_mmengine_checkpoints, convert_state_dict, load_m
 from .engine import (CheckpointCheckingRunner, ConvNeXtLayerDecayOptimizerConstructor,
                      NonFiniteLossHook)
 from .errors import CheckpointError, DataError, DeviceError
+from .inference import optimize_for_inference
 
 # Upstream tools (mim test, mmdet's / mmseg's tools/test.py) read Runner checkpoints with
 # torch >= 2.6's weights_only=True once a config has imported this package.
@@ -23,6 +24,7 @@ allow_mmengine_checkpoints()
 __all__ = [
     'ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'ConvNeXt', 'ConvNeXtLayerDecayOptimizerConstructor',
     'CheckpointCheckingRunner', 'CheckpointError', 'DataError', 'DeviceError',
-    'NonFiniteLossHook', 'convert_state_dict', 'load_model_checkpoint', 'load_pretrained'
+    'NonFiniteLossHook', 'convert_state_dict', 'load_model_checkpoint', 'load_pretrained',
+    'optimize_for_inference'
 ]
 __version__ = '0.1.0'

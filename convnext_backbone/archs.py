@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
-__all__ = ['ARCH_SETTINGS', 'PUBLISHED_ARCHS', 'arch_name', 'describe_arch']
-
 # The one table of ConvNeXt sizes: name -> (blocks per stage, channels per stage).
 ARCH_SETTINGS: Dict[str, Tuple[Tuple[int, ...], Tuple[int, ...]]] = {
     'atto': ((2, 2, 6, 2), (40, 80, 160, 320)),

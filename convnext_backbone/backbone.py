@@ -27,8 +27,6 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from .archs import ARCH_SETTINGS, PUBLISHED_ARCHS
 from .checkpoints.imagenet import load_pretrained
 
-__all__ = ['ConvNeXt', 'ConvNeXtBlock', 'GRN']
-
 # Stride of the stem and of each downsampling layer: at output stride 32 (the default) stage i
 # runs at 4 * 2**i.
 STEM_STRIDE = 4

@@ -18,10 +18,6 @@ from .data import find_layout, fit_config_to_data, parse_split_overrides
 from .engine.memory import keep_freed_memory
 from .errors import CheckpointError, DataError, DeployError, DeviceError
 
-__all__ = ['prepare_config', 'stack_of', 'add_runner_arguments', 'add_data_arguments',
-           'run_tool', 'run_device', 'check_mmcv_ops', 'keep_freed_memory',
-           'setup_cpu_distributed']
-
 STACKS = ('mmdet', 'mmseg')
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ['CheckpointError', 'DataError', 'DeviceError', 'DeployError', 'shorten']
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""

@@ -17,5 +17,3 @@ Its parts, each importable and testable alone:
 Needs torch, timm and mmengine; mmpretrain (which needs mmcv) is benchmarked when importable.
 """
 from .run import main, parse_args
-
-__all__ = ['main', 'parse_args']

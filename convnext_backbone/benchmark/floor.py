@@ -23,8 +23,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ['MatmulFloor', 'linear_inputs', 'matmul_peak_gflops']
-
 
 def matmul_peak_gflops(device: str, *, dtype: torch.dtype = torch.float32,
                        n: Optional[int] = None, repeats: int = 5) -> float:

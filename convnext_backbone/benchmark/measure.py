@@ -29,10 +29,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from .floor import MatmulFloor
 from .peers import build_peers
 
-__all__ = ['COMPILED', 'FLOOR', 'OPTIMIZED', 'MEMORY_FORMATS', 'PRECISIONS', 'count_flops', 'cpu_peak_allocated',
-           'first_call', 'make_step', 'measure_memory', 'precision_name', 'run_case',
-           'train_step_activations']
-
 FLOOR = 'matmul floor'  # the floor's row
 OPTIMIZED = 'convnext_backbone optimized'  # optimize_for_inference(ours), eval cases
 COMPILED = ' (compiled)'  # suffix of a compiled peer's row

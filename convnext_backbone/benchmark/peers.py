@@ -19,9 +19,6 @@ from torch import nn
 from ..backbone import LN_EPS, ConvNeXt
 from ..checkpoints.imagenet import StateDict, to_mmpretrain, to_timm
 
-__all__ = ['PEERS', 'TimmWithNorms', 'build_peers', 'max_relative_difference', 'mmpretrain_peer',
-           'timm_peer']
-
 # Every peer the benchmark knows, ours first (``--peers`` chooses among them).
 PEERS = ('convnext_backbone', 'timm', 'mmpretrain')
 # Our per-stage output norms: timm's model has none (``TimmWithNorms`` adds them).

@@ -34,8 +34,6 @@ from torch.autograd.profiler import record_function
 
 from .floor import MatmulFloor
 
-__all__ = ['GEMMS', 'OUTSIDE', 'account_markdown', 'model_ranges', 'profile_case']
-
 # The operators that compute the pointwise linears' products (the floor's work), with what they
 # fuse: torch's addmm (bias copied in first) and oneDNN's linear with post-ops.
 GEMMS = ('aten::addmm', 'aten::mm', 'aten::bmm', 'mkldnn::_linear_pointwise')

@@ -19,8 +19,6 @@ from typing import Dict
 
 from .profile import account_markdown
 
-__all__ = ['STRIDE_32', 'arch_label', 'to_markdown', 'write_reports']
-
 # The row of our backbone at output stride 32 in a dilated case (same weights, timed with it).
 STRIDE_32 = 'convnext_backbone at stride 32'
 

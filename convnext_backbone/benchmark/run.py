@@ -39,8 +39,6 @@ from .peers import PEERS, build_peers, max_relative_difference
 from .profile import profile_case
 from .report import STRIDE_32, arch_label, write_reports
 
-__all__ = ['DESCRIPTION', 'main', 'parse_args']
-
 DESCRIPTION = "Side-by-side backbone benchmark: this package's ConvNeXt against timm's and " \
     "mmpretrain's."
 ALLOCATOR_KEPT = 'freed memory kept mapped (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)'

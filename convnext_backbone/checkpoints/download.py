@@ -43,9 +43,6 @@ from tqdm import tqdm
 
 from ..errors import CheckpointError
 
-__all__ = ['checkpoint_path', 'find_checkpoint', 'download_checkpoint', 'lookup_paths',
-           'cache_dir', 'torch_hub_dir', 'file_name_of', 'is_url']
-
 # Where the configs have always pointed, relative to the current directory.
 LOCAL_DIR = 'checkpoints'
 # A folder of checkpoints prepared for machines without internet.

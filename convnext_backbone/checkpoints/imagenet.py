@@ -6,7 +6,7 @@ function over state dicts; ``convert_state_dict`` detects the layout and dispatc
 compares the converted keys and shapes with the model before anything is copied, so a checkpoint
 either loads completely or not at all, and reports what it did.
 
-Supported layouts (see REFERENCE.md of the project for key examples):
+Supported layouts (docs/weights.md, "ImageNet weights"; their key names in ``from_*`` below):
 ``official`` (facebookresearch ConvNeXt / ConvNeXt-V2 and this package), ``timm``, ``mmpretrain``
 and ``transformers`` (``ConvNextModel`` / ``ConvNextV2Model`` and their classifiers). Each
 ``from_*`` converter refuses a state dict of another layout; ``to_timm`` and ``to_mmpretrain``
@@ -24,12 +24,6 @@ from torch import nn
 from ..archs import arch_name
 from ..errors import CheckpointError, shorten
 from .reading import read_checkpoint
-
-__all__ = [
-    'extract_state_dict', 'strip_prefix', 'detect_layout', 'convert_state_dict', 'from_timm',
-    'from_mmpretrain', 'from_transformers', 'to_timm', 'to_mmpretrain', 'backbone_of', 'arch_of',
-    'guess_arch', 'check_state_dict', 'load_converted', 'load_pretrained', 'LoadReport'
-]
 
 StateDict = Dict[str, torch.Tensor]
 

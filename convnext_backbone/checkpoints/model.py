@@ -4,7 +4,7 @@ package's, check it against the built model, then load it completely, or refuse 
 This replaces mmengine's ``load_checkpoint`` (behind ``load_from``, ``resume`` and the
 inferencers), which loads with ``strict=False`` and only logs what did not fit.
 
-Layouts (``REFERENCE.md``, "Whole detector / segmentor checkpoints in the field"):
+Layouts (docs/weights.md, "Evaluate a published checkpoint"):
 - this package's (mmengine Runner checkpoints; backbone keys in the official layout);
 - the official ConvNeXt detection / segmentation releases (MMDetection 2 / MMSegmentation 0.x:
   the same keys, class names in ``meta.CLASSES`` / ``meta.PALETTE``);
@@ -38,10 +38,6 @@ from ..errors import CheckpointError, shorten
 from .imagenet import (arch_of, convert_state_dict, detect_layout, extract_state_dict,
                        strip_prefix)
 from .reading import read_checkpoint
-
-__all__ = ['ConvertedCheckpoint', 'ModelLoadReport', 'PURPOSES', 'read_model_checkpoint',
-           'convert_model_checkpoint', 'check_model_checkpoint', 'load_model_checkpoint',
-           'dataset_meta_of', 'resolve_dataset_meta', 'bare_model']
 
 StateDict = Dict[str, torch.Tensor]
 PURPOSES = ('eval', 'finetune', 'resume')

@@ -19,8 +19,6 @@ import torch
 from ..errors import CheckpointError
 from .download import checkpoint_path
 
-__all__ = ['CheckpointError', 'read_checkpoint', 'allow_mmengine_checkpoints']
-
 # The weight files a Hugging Face model folder may hold, in the order transformers prefers.
 HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
 

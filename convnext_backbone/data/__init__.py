@@ -9,9 +9,3 @@ from ..errors import DataError
 from .check import DataReport, check_dataset, config_classes
 from .configure import class_heads, fit_config_to_data, innermost_dataset, palette_for
 from .layouts import DataLayout, find_layout, parse_split_overrides
-
-__all__ = [
-    'DataError', 'DataLayout', 'DataReport', 'find_layout', 'parse_split_overrides',
-    'fit_config_to_data', 'check_dataset', 'config_classes', 'class_heads',
-    'innermost_dataset', 'palette_for'
-]

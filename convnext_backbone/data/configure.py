@@ -11,8 +11,6 @@ from mmengine.config import Config, ConfigDict
 
 from .layouts import DataLayout
 
-__all__ = ['fit_config_to_data', 'innermost_dataset', 'class_heads', 'palette_for']
-
 PHASES = ('train', 'val', 'test')
 
 

@@ -14,8 +14,6 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ['SHAPES', 'ADE_CLASSES', 'make_coco_shapes', 'make_ade_shapes', 'make_mask_shapes']
-
 SHAPES = ('circle', 'square', 'triangle')  # the COCO demo's categories, ids 1..3
 # The ADE20K demo uses a few of ADE20K's 150 classes (label = index in ADE20K's list + 1, since
 # label 0 is "ignore" and mmseg's reduce_zero_label shifts it away).

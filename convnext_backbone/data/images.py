@@ -17,9 +17,6 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ['ImageFile', 'inspect_image', 'inspect_images', 'decoder_of', 'decoded_size',
-           'orientation_note', 'parallel_map']
-
 EXIF_ORIENTATION = 0x0112
 # EXIF orientations that swap width and height (the others keep the size).
 TRANSPOSING = {5: 'transposed', 6: 'rotated 90 degrees', 7: 'transversed',

@@ -21,9 +21,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import DataError, shorten
 
-__all__ = ['Split', 'DataLayout', 'DataError', 'find_layout', 'parse_split_overrides',
-           'quote_names', 'CLASSES_FILE']
-
 CLASSES_FILE = 'classes.txt'
 # Split names, and the folder / file name parts each is known by.
 SPLIT_NAMES = {'train': ('train', 'training'), 'val': ('val', 'valid', 'validation'),

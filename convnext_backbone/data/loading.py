@@ -29,8 +29,6 @@ from mmengine.registry import TRANSFORMS
 from ..errors import DataError, shorten
 from .images import inspect_image
 
-__all__ = ['LoadImageOrSkip', 'skip_unreadable_training_images']
-
 MODULE = __name__
 
 

@@ -15,8 +15,6 @@ from mmengine.config import Config
 
 from .configure import innermost_dataset
 
-__all__ = ['build_visualizer', 'draw_sample', 'training_samples', 'ground_truth_of', 'grid']
-
 
 def build_visualizer(cfg: Config, dataset_meta: dict):
     """The config's visualizer (DetLocalVisualizer / SegLocalVisualizer), without backends,

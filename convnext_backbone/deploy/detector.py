@@ -35,8 +35,6 @@ from torchvision.ops import nms, roi_align
 from ..errors import DeployError
 from .inputs import ImageInput
 
-__all__ = ['DetectorForExport', 'DETECTORS', 'check_detector']
-
 # What the exporter handles, part by part (mmdet's class names).
 DETECTORS = ('MaskRCNN', 'CascadeRCNN')
 HANDLED = {

@@ -22,8 +22,6 @@ from ..errors import DeployError, shorten
 from .export import TASKS, config_fingerprint
 from .runtime import DetectionResult, OnnxModel, SegmentationResult
 
-__all__ = ['check_file_fits_config', 'data_sample_of', 'evaluate_onnx', 'OnnxInferencer']
-
 
 def check_file_fits_config(model: OnnxModel, cfg: Config, config: str) -> None:
     """Refuse a file made for another task, other classes or another config, naming what it

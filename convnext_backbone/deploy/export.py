@@ -36,9 +36,6 @@ from .detector import DetectorForExport
 from .inputs import swaps_channels
 from .segmentor import SegmentorForExport
 
-__all__ = ['export_onnx', 'build_loaded_model', 'test_resize_of', 'config_fingerprint',
-           'file_sha256', 'OPSET', 'TASKS']
-
 # 16: RoiAlign's coordinate_transformation_mode (half_pixel = mmcv's aligned=True).
 OPSET = 17
 # The message of torch's FutureWarning at every TorchScript-based export (see export_onnx).

@@ -7,8 +7,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ['ImageInput', 'swaps_channels']
-
 
 def swaps_channels(preprocessor: nn.Module) -> bool:
     """Whether the data preprocessor turns BGR into RGB (mmseg's and mmengine's names)."""

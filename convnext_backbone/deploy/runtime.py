@@ -33,9 +33,6 @@ except ImportError:  # this file copied alone
     class DeployError(ValueError):
         """An exported file that cannot run what it is asked to."""
 
-__all__ = ['DeployError', 'OnnxModel', 'SegmentationResult', 'DetectionResult', 'read_image',
-           'resize_image', 'rescale_size', 'slide_windows', 'resize_bilinear', 'read_metadata']
-
 # mmcv's names of OpenCV's interpolations (mmcv.image.geometric.cv2_interp_codes).
 CV2_INTERPOLATIONS = {'nearest': cv2.INTER_NEAREST, 'bilinear': cv2.INTER_LINEAR,
                       'bicubic': cv2.INTER_CUBIC, 'area': cv2.INTER_AREA,

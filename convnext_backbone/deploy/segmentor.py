@@ -20,9 +20,6 @@ from torch import nn
 from ..errors import DeployError
 from .inputs import ImageInput
 
-__all__ = ['ExactAdaptiveAvgPool2d', 'replace_adaptive_pools', 'SegmentorForExport',
-           'SEGMENTORS', 'DECODE_HEADS']
-
 # What the exporter handles: mmseg's segmentors and decode heads it was checked against.
 SEGMENTORS = ('EncoderDecoder', )
 # (DeepLabV3+'s ASPP pools the image to 1x1, which ExactAdaptiveAvgPool2d makes exact.)

@@ -14,8 +14,6 @@ from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
-__all__ = ['ConvNeXtLayerDecayOptimizerConstructor']
-
 DECAY_TYPES = ('layer_wise', 'stage_wise')
 PARAMWISE_KEYS = ('decay_rate', 'decay_type', 'num_layers', 'no_decay_keys')
 

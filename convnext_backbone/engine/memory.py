@@ -1,5 +1,4 @@
 """How a CPU run keeps the memory it frees (the tools' inference and the benchmark use it)."""
-__all__ = ['keep_freed_memory']
 
 
 def keep_freed_memory() -> bool:

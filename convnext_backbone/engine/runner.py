@@ -13,8 +13,6 @@ from ..checkpoints.model import (ConvertedCheckpoint, bare_model, check_model_ch
                                  load_model_checkpoint, read_model_checkpoint)
 from ..errors import CheckpointError
 
-__all__ = ['CheckpointCheckingRunner', 'config_dataset_meta']
-
 
 def config_dataset_meta(dataset: dict) -> Optional[dict]:
     """The metainfo (classes, palette...) of a dataset config, without reading its annotations
