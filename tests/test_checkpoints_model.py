@@ -357,3 +357,32 @@ def test_convert_hf_folder_without_config_checks_the_backbone(tmp_path):
     load_model_checkpoint(ours, dst, 'eval')
     with torch.no_grad():
         assert_all_close(seg_outputs(ours)[0], peer(x_input()).logits)
+
+
+def _bare_runner(model, purpose):
+    """A CheckpointCheckingRunner with only what load_checkpoint reads (building a whole Runner
+    needs datasets)."""
+    from convnext_backbone.engine import CheckpointCheckingRunner
+    runner = object.__new__(CheckpointCheckingRunner)
+    runner.model, runner._purpose, runner._hooks = model, purpose, []
+    runner._train_dataloader = runner._val_dataloader = runner._test_dataloader = None
+    return runner
+
+
+def test_runner_load_checkpoint_honours_strict_and_refuses_revise_keys(tmp_path):
+    """mmengine's load_checkpoint(strict, revise_keys): strict fine-tuning needs an exact fit
+    (no re-initialised class layers); revise_keys is refused in words, nothing loaded."""
+    heads = dict(roi_head=dict(bbox_head=dict(num_classes=80), mask_head=dict(num_classes=80)))
+    path = save(tmp_path, build(COCO_DEMO, **heads).state_dict())
+    model = build(COCO_DEMO)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = _bare_runner(model, 'finetune')
+    with pytest.raises(CheckpointError, match='revise_keys=.*is not supported.*convert_weights'):
+        runner.load_checkpoint(path, revise_keys=[(r'^module\.', '')])
+    with pytest.raises(CheckpointError, match='the checkpoint predicts 80 classes'):
+        runner.load_checkpoint(path, strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # nothing loaded
+    runner.load_checkpoint(path)  # not strict: the class layers re-initialised
+    assert not torch.equal(model.backbone.stages[0][0].pwconv1.weight,
+                           before['backbone.stages.0.0.pwconv1.weight'])

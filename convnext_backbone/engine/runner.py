@@ -22,7 +22,9 @@ def config_dataset_meta(dataset: dict) -> Optional[dict]:
     dataset['lazy_init'] = True
     try:
         return DATASETS.build(dataset).metainfo
-    except Exception:  # a wrapper without lazy_init, a missing file: no names to compare
+    except TypeError:  # a wrapper (ConcatDataset, RepeatDataset...) that takes no lazy_init
+        return None
+    except FileNotFoundError:  # a metainfo file that is not there: the data check names it
         return None
 
 
@@ -93,10 +95,18 @@ class CheckpointCheckingRunner(Runner):
         self._has_loaded = True
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
-                        revise_keys: list = None) -> dict:
-        """Load ``filename`` into the model for this run's purpose (``strict`` and
-        ``revise_keys`` of mmengine's signature are not used: the purpose says what must fit,
-        and every published layout is converted). Returns the checkpoint as read."""
+                        revise_keys: Optional[list] = None) -> dict:
+        """Load ``filename`` into the model for this run's purpose; returns the checkpoint as
+        read. Every published layout is converted and checked: evaluating and resuming need
+        an exact fit; fine-tuning re-initialises class-specific layers of another number of
+        classes, unless ``strict``, which asks for an exact fit there too. ``revise_keys``
+        (mmengine's key renaming) is refused: the layouts are converted by name, and a
+        renamed key would bypass the check."""
+        if revise_keys:
+            raise CheckpointError(
+                f'revise_keys={revise_keys!r} is not supported: CheckpointCheckingRunner '
+                'converts every published layout itself and checks each key against the model; '
+                'convert the file with tools/convert_weights.py or load it without revise_keys')
         checkpoint = read_model_checkpoint(filename, map_location)
         if self._purpose == 'resume' and \
                 not {'epoch', 'iter'} <= set(checkpoint.checkpoint.get('meta') or {}):
@@ -104,6 +114,8 @@ class CheckpointCheckingRunner(Runner):
                 f'Cannot resume from {filename}: it is not a training checkpoint of this package '
                 '(no meta.epoch / meta.iter). To start a training from its weights, use '
                 'tools/train.py CONFIG --load-from CHECKPOINT.')
+        if strict and self._purpose == 'finetune':
+            check_model_checkpoint(self.model, checkpoint, 'eval')  # every tensor must fit
         self._load(checkpoint)
         return checkpoint.checkpoint
 
