@@ -21,7 +21,8 @@ WORK="$(mktemp -d)"  # installed wheels, demo data, checkpoints: not results, no
 SUMMARY="$OUT/summary.tsv"
 : > "$SUMMARY"
 FAILED=0
-if [ "${GPU_CHECK_REHEARSE:-0}" = 1 ] || ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+if [ "${GPU_CHECK_REHEARSE:-0}" = 1 ] \
+    || ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
   REHEARSE=1
   echo "==> [gpu_check] rehearsal (GPU_CHECK_REHEARSE=1 or no CUDA): tiny sizes on CPU"
 else
@@ -65,7 +66,7 @@ elif [ "$REHEARSE" = 1 ]; then
   step install 120 bash -c "'$PY' -m pip --disable-pip-version-check install -q --no-index \
     --no-deps --target '$SITE' --python-version 3.12 --only-binary=:all: \
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 .whl/*.whl \
-    && PYTHONPATH='$SITE' '$PY' -c 'import mmengine; print(mmengine.__version__, mmengine.__file__)' \
+    && PYTHONPATH='$SITE' '$PY' -c 'import mmengine as m; print(m.__version__, m.__file__)' \
     | tee /dev/stderr | grep -q '^0.10.7 $SITE/'"
 else
   step install 120 "$PY" -m pip --disable-pip-version-check install -q --no-index --no-deps \
@@ -80,11 +81,12 @@ fi
 BUILD_PID=
 MMCV_WHEELS="$WORK/mmcv_wheels"
 if [ "$REHEARSE" = 1 ]; then
-  skip mmcv_build "needs CUDA (the CPU build takes 26 minutes on 2 cores): this Python's mmcv stands in"
+  skip mmcv_build "needs CUDA (the CPU build takes 26 minutes on 2 cores): this Python's mmcv \
+stands in"
 else
   read -r _ MMCV_ARCHS <<<"$("$PY" tools/mmcv_build_target.py key)"
   if CUDA_HOME_FOUND="$("$PY" tools/mmcv_build_target.py toolkit 2> "$OUT/mmcv_build.log")"; then
-    echo "==> [gpu_check] mmcv_build: CUDA ops for $MMCV_ARCHS in the background ($OUT/mmcv_build.log)"
+    echo "==> [gpu_check] mmcv_build: CUDA ops for $MMCV_ARCHS, in the background"
     BUILD_START=$SECONDS
     ( time env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$MMCV_ARCHS" CUDA_HOME="$CUDA_HOME_FOUND" \
         MAX_JOBS=16 PYTHON="$PY" bash tools/build_mmcv_wheel.sh .whl/mmcv-2.1.0.tar.gz \
@@ -141,8 +143,8 @@ fi
 metrics() {
   "$PY" -c 'import json, re, sys
 lines = [l for l in open(sys.argv[1]) if "(test) [" in l]
-print(json.dumps({k: float(v) for k, v in
-                  re.findall(r"\bcoco/(\w+): (-?\d+(?:\.\d+)?)\b", lines[-1] if lines else "")}))' "$1"
+found = re.findall(r"\bcoco/(\w+): (-?\d+(?:\.\d+)?)\b", lines[-1] if lines else "")
+print(json.dumps({k: float(v) for k, v in found}))' "$1"
 }
 # Whether the demo learnt (AP50 >= 0.5, as tests/test_end_to_end.py asserts on CPU), and the
 # ONNX file evaluates within 0.005 of the checkpoint (the same test's bound).
@@ -151,7 +153,8 @@ check_metrics() {  # TORCH_JSON [ONNX_JSON]
 torch = json.loads(sys.argv[1])
 if len(sys.argv) > 2:
     onnx = json.loads(sys.argv[2])
-    far = {k: (torch[k], onnx[k]) for k in ("bbox_mAP", "segm_mAP") if abs(torch[k] - onnx[k]) > 0.005}
+    far = {k: (torch[k], onnx[k]) for k in ("bbox_mAP", "segm_mAP")
+           if abs(torch[k] - onnx[k]) > 0.005}
     sys.exit(f"ONNX AP differs from the checkpoint: {far}" if far else 0)
 low = {k: torch.get(k) for k in ("bbox_mAP_50", "segm_mAP_50") if not torch.get(k, 0) >= 0.5}
 sys.exit(f"the demo did not learn (AP50 below 0.5): {low}" if low else 0)' "$@"
@@ -167,16 +170,19 @@ else
     SCHEDULE=(train_cfg.max_epochs=1 train_cfg.val_interval=1)
     LEARN="not asserted on the rehearsal's 8 images"
   else
-    step startup_check 60 "$PY" tools/mmcv_build_target.py check-install "$MMCV_ARCHS" "$MMCV_WHEELS"
+    step startup_check 60 "$PY" tools/mmcv_build_target.py check-install "$MMCV_ARCHS" \
+      "$MMCV_WHEELS"
     DEMO_DATA=(--num-train 300 --num-val 60 --size 192 --seed 0)  # run_demo.sh's
     SCHEDULE=(train_cfg.max_epochs=8)
     LEARN=asserted
   fi
   step demo_amp 180 bash -c "set -e
     '$PY' tools/make_demo_data.py coco --root '$DATA' ${DEMO_DATA[*]}
-    '$PY' tools/train.py $CONFIG --data '$DATA' --work-dir '$DEMO' --amp --cfg-options ${SCHEDULE[*]}
+    '$PY' tools/train.py $CONFIG --data '$DATA' --work-dir '$DEMO' --amp \
+      --cfg-options ${SCHEDULE[*]}
     '$PY' tools/test.py $CONFIG \"\$(cat '$DEMO/last_checkpoint')\" --data '$DATA' \
-      --work-dir '$DEMO/test' > '$OUT/demo_amp_test.log' 2>&1 || { cat '$OUT/demo_amp_test.log'; exit 1; }"
+      --work-dir '$DEMO/test' > '$OUT/demo_amp_test.log' 2>&1 \
+      || { cat '$OUT/demo_amp_test.log'; exit 1; }"
   if [ -f "$OUT/demo_amp_test.log" ]; then
     TORCH_AP="$(metrics "$OUT/demo_amp_test.log")"
     echo "$TORCH_AP" > "$OUT/demo_amp_metrics.json"
@@ -193,13 +199,15 @@ else
     if [ -f "$OUT/onnx_test.log" ]; then
       ONNX_AP="$(metrics "$OUT/onnx_test.log")"
       echo "$ONNX_AP" > "$OUT/onnx_metrics.json"
-      check_metrics "$TORCH_AP" "$ONNX_AP" || { record onnx_matches failed 0 "$OUT/onnx_metrics.json"; FAILED=1; }
+      if ! check_metrics "$TORCH_AP" "$ONNX_AP"; then
+        record onnx_matches failed 0 "$OUT/onnx_metrics.json"; FAILED=1
+      fi
     fi
   else
     skip onnx "no trained demo checkpoint (demo_amp)"
   fi
 fi
-skip detector_speed "not written yet: Mask R-CNN / Cascade T at 1280x800, UPerNet T at 512 (issue #30)"
+skip detector_speed "not written yet (Mask R-CNN / Cascade T at 1280x800, UPerNet T at 512)"
 
 # ---------------------------------------------------------------------------- the summary table
 {
