@@ -33,7 +33,8 @@ def test_rehearsal_runs_every_cpu_step(tmp_path):
     run = rehearse(out)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     status = summary(out)
-    ran = ['benchmark_tiny', 'benchmark_memory', 'startup_check', 'demo_amp', 'onnx']
+    ran = ['benchmark_tiny', 'benchmark_memory', 'startup_check', 'demo_amp', 'onnx',
+           'detector_speed']
     assert all(status[s] == 'ok' for s in ran), status
     assert all(status[s].startswith('skipped: ') for s in GPU_ONLY), status
     has_wheels = any(n.endswith('.whl') for n in os.listdir(osp.join(ROOT, '.whl'))) \
@@ -48,6 +49,9 @@ def test_rehearsal_runs_every_cpu_step(tmp_path):
     torch_ap = json.loads((out / 'demo_amp_metrics.json').read_text())
     onnx_ap = json.loads((out / 'onnx_metrics.json').read_text())
     assert {'bbox_mAP', 'segm_mAP'} <= set(torch_ap) and torch_ap.keys() == onnx_ap.keys()
+    speed = (out / 'detector_speed.log').read_text()
+    assert '| configs/mask_rcnn_convnext_t.py | 800x800 | fp32 |' in speed  # the test resize
+    assert '| configs/upernet_convnext_t.py | 64x64 | fp32 |' in speed
     table = (out / 'summary.md').read_text()
     assert table in run.stdout and all(f'| {s} |' in table for s in status)
 

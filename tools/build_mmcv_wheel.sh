@@ -14,7 +14,8 @@ tar -xzf "$SDIST" -C "$build"
 src="$(ls -d "$build"/mmcv-*)"
 # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17 (for the C++ and nvcc flags).
 sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
-grep -q -- '-std=c++20' "$src/setup.py" || { echo "mmcv setup.py has no -std flag to raise" >&2; exit 1; }
+grep -q -- '-std=c++20' "$src/setup.py" \
+  || { echo "mmcv setup.py has no -std flag to raise" >&2; exit 1; }
 # setup.py imports pkg_resources (setuptools < 70) and torch, so no build isolation.
 (cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
    "$PY" -m pip --disable-pip-version-check wheel --no-build-isolation --no-deps -w "$WHEEL_DIR" .)

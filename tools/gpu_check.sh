@@ -2,7 +2,8 @@
 # The GPU run as one prepared command (docs/setup.md, "Firing the GPU check"): on the lent GPU
 # machine (torch, timm, onnxruntime; no mm* packages, no network) it installs the wheels carried
 # in .whl/ (tools/gpu_wheels.sh), builds mmcv's CUDA ops in the background, benchmarks the
-# backbone on CUDA, then trains and evaluates the COCO demo with --amp and runs its ONNX export.
+# backbone on CUDA, then trains and evaluates the COCO demo with --amp, runs its ONNX export
+# and times the whole detectors and segmentor (tools/benchmark_detector.py).
 # Every step has a time budget (stopped when over, and said), writes its results under $OUT
 # (default ./gpu_results) before the next starts, and the end prints the summary table.
 #   bash tools/gpu_check.sh                       # about 9 minutes on an H100 / H200
@@ -207,7 +208,19 @@ else
     skip onnx "no trained demo checkpoint (demo_amp)"
   fi
 fi
-skip detector_speed "not written yet (Mask R-CNN / Cascade T at 1280x800, UPerNet T at 512)"
+# ------------------ c. whole-model speed: the paper's A100 25.6 / 13.5 frames/s (Mask R-CNN /
+# Cascade T, 1280x800), MMSegmentation's 50.25 ms (UPerNet T, 512x512, V100, fp16)
+if [ "$MMCV_READY" = 0 ]; then
+  skip detector_speed "needs mmcv's CUDA ops (mmcv_build)"
+elif [ "$REHEARSE" = 1 ]; then
+  step detector_speed 90 "$PY" tools/benchmark_detector.py configs/mask_rcnn_convnext_t.py \
+    configs/upernet_convnext_t.py --device cpu --size 64 64 --precisions fp32 --runs 1 --warmup 0
+else
+  step detector_speed 90 "$PY" tools/benchmark_detector.py configs/mask_rcnn_convnext_t.py \
+    configs/cascade_mask_rcnn_convnext_t.py --size 800 1280 --precisions fp32 fp16
+  step segmentor_speed 45 "$PY" tools/benchmark_detector.py configs/upernet_convnext_t.py \
+    --size 512 512 --precisions fp32 fp16
+fi
 
 # ---------------------------------------------------------------------------- the summary table
 {
