@@ -61,6 +61,16 @@ def mmpretrain_twin(cfg: Config, model):
     return twin
 
 
+def detection_input(cfg: Config, image: np.ndarray) -> dict:
+    """``image`` (H, W, 3 BGR) through the config's test pipeline, as a batch of one for
+    ``test_step``."""
+    pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
+                if t['type'] not in ('LoadImageFromFile', 'LoadAnnotations')]
+    pipeline.insert(0, dict(type='mmdet.LoadImageFromNDArray'))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return pseudo_collate([Compose(pipeline)(dict(img=image, img_id=0))])
+
+
 class Case:
     """One config: its model, the mmpretrain twin, the exported file and the calls to time."""
 
@@ -96,11 +106,7 @@ class Case:
                           'torch': lambda: model.encode_decode(x, metas),
                           'torch mmpretrain': lambda: twin.encode_decode(x, metas)}
         else:
-            pipeline = [t for t in cfg.test_dataloader.dataset.pipeline
-                        if t['type'] not in ('LoadImageFromFile', 'LoadAnnotations')]
-            pipeline.insert(0, dict(type='mmdet.LoadImageFromNDArray'))
-            with DefaultScope.overwrite_default_scope('mmdet'):
-                data = pseudo_collate([Compose(pipeline)(dict(img=image, img_id=0))])
+            data = detection_input(cfg, image)
             assert tuple(data['data_samples'][0].img_shape) == self.size  # the resize keeps it
             self.calls = {'onnxruntime': lambda: onnx_model.run(image)['scores'],
                           'torch': lambda: model.test_step(data)[0].pred_instances.scores,

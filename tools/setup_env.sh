@@ -80,14 +80,8 @@ if [ -z "$(mmcv_wheel)" ]; then
   # mmcv's setup.py is known to build with setuptools < 70 (restored after the build).
   "${PIP[@]}" install -q 'setuptools<70'
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: -d "$build" "mmcv==$MMCV_VERSION"
-  tar -xzf "$build"/mmcv-"$MMCV_VERSION".tar.gz -C "$build"
-  src="$build/mmcv-$MMCV_VERSION"
-  # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17 (for the C++ and nvcc flags).
-  sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
-  grep -q -- '-std=c++20' "$src/setup.py" || { echo "mmcv setup.py has no -std flag to raise" >&2; exit 1; }
-  # setup.py imports pkg_resources (setuptools < 70) and torch, so no build isolation.
-  (cd "$src" && env "${build_env[@]}" MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-     "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$MMCV_WHEELS" .)
+  env "${build_env[@]}" PYTHON="$VENV/bin/python" \
+    bash "$ROOT/tools/build_mmcv_wheel.sh" "$build"/mmcv-"$MMCV_VERSION".tar.gz "$MMCV_WHEELS"
   rm -rf "$build"
   "${PIP[@]}" install -q "$SETUPTOOLS"
 else
