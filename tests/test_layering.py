@@ -18,7 +18,7 @@ LAYERS = [
     ('backbone', ),
     ('engine', ),
     ('data', ),
-    ('benchmark', 'deploy'),
+    ('analysis', 'benchmark', 'deploy'),
     ('cli', ),
 ]
 
