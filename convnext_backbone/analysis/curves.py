@@ -15,7 +15,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..errors import DataError
 
-Series = Dict[str, Tuple[List[float], List[float]]]  # key -> (steps, values)
+# key -> (steps, values, whether logged by training records, whose step is the iteration)
+Series = Dict[str, Tuple[List[float], List[float], bool]]
 
 
 def scalars_file(run: str) -> str:
@@ -42,7 +43,7 @@ def read_scalars(path: str) -> Series:
             for key, value in record.items():
                 if key in ('iter', 'step', 'epoch') or not isinstance(value, (int, float)):
                     continue
-                steps, values = series.setdefault(key, ([], []))
+                steps, values, _ = series.setdefault(key, ([], [], 'iter' in record))
                 steps.append(step)
                 values.append(value)
     return series
@@ -75,11 +76,14 @@ def plot_curves(runs: Sequence[str], keys: Sequence[str], out: str,
         for index, (series, label) in enumerate(zip(data, labels)):
             name = _find(series, key)
             if name in series:
-                steps, values = series[name]
+                steps, values, _ = series[name]
                 ax.plot(steps, values, color=colours[index % len(colours)], label=label,
                         marker='o' if len(steps) < 30 else None)
         ax.set_title(key)
-        ax.set_xlabel('iteration')
+        trained = any(_find(series, key) in series and series[_find(series, key)][2]
+                      for series in data)
+        # mmengine logs validation by epoch in epoch-based runs, by iteration otherwise
+        ax.set_xlabel('iteration' if trained else 'epoch (epoch-based runs) or iteration')
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
