@@ -293,3 +293,32 @@ def test_download_weights_tool_knows_every_paper_config(env, capsys):
     for name in names:
         assert f'https://dl.fbaipublicfiles.com/convnext/{name} (' in out
     assert out.count(f'would download to {env[1]}{os.sep}') == len(names)
+
+
+def test_hash_in_the_file_name_is_checked_after_download_and_on_first_cached_use(env, server,
+                                                                               monkeypatch):
+    import hashlib
+    from convnext_backbone.checkpoints import download
+    _, cache = env
+    body = serialize(official_checkpoint(seed=2))
+    good = f'convnext_atto-{hashlib.sha256(body).hexdigest()[:8]}.pth'
+    bad = 'convnext_atto_20230104-8a798eaf.pth'
+    server.files.update({f'/{good}': body, f'/{bad}': body})
+    assert_same(read_checkpoint(server.url(good))['model'], official_checkpoint(seed=2)['model'])
+    with pytest.raises(CheckpointError, match=f'has sha256 {hashlib.sha256(body).hexdigest()}'
+                       '.*starts with 8a798eaf'):
+        checkpoint_path(server.url(bad))
+    assert not osp.exists(cache / bad)  # nothing of it kept
+    # A copy put in the cache by hand is hashed once, on its first use, then trusted.
+    (cache / bad).write_bytes(b'not the published file')
+    with pytest.raises(CheckpointError, match='8a798eaf.*removed'):
+        checkpoint_path(server.url(bad))
+    assert not osp.exists(cache / bad)
+    hashed = []
+    monkeypatch.setattr(download, 'check_hash', lambda url, path: hashed.append(path))
+    for _ in range(2):
+        checkpoint_path(server.url(good))
+    assert hashed == []  # verified when downloaded: its marker stands
+    (cache / good).write_bytes(body + b'x')  # changed since: hashed again
+    checkpoint_path(server.url(good))
+    assert hashed == [str(cache / good)]

@@ -19,7 +19,7 @@ LAYERS = [
     ('inference', ),
     ('engine', ),
     ('data', ),
-    ('benchmark', 'deploy'),
+    ('analysis', 'benchmark', 'deploy'),
     ('cli', ),
 ]
 

@@ -3,7 +3,7 @@ segmentation (segmentation configs), one PNG per image; with --show-gt the groun
 config's test data beside each prediction.
 
     python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] [--data DIR] [--show-gt]
-        [--out-dir outputs] [--score-thr 0.3]
+        [--out-dir outputs] [--score-thr 0.3] [--pred-out-dir DIR]
 
 CHECKPOINT is read like tools/test.py reads it (any published layout, exact fit), or is an
 .onnx file of tools/export_onnx.py, run by onnxruntime (docs/deploy.md). Class names
@@ -22,6 +22,7 @@ from convnext_backbone.checkpoints import load_model_checkpoint
 from convnext_backbone.cli import (add_data_arguments, check_mmcv_ops, keep_freed_memory,
                                    prepare_config, run_device, run_tool, stack_of)
 from convnext_backbone.data.layouts import IMAGE_SUFFIXES
+from convnext_backbone.data.predictions import write_prediction
 from convnext_backbone.engine import config_dataset_meta
 from convnext_backbone.inference import optimize_for_inference
 
@@ -67,17 +68,21 @@ def image_paths(inputs):
     return paths
 
 
-def draw(inferencer, cfg, path: str, score_thr: float, show_gt: bool):
-    """The prediction drawn on the image (RGB), with the ground truth on its left if asked."""
-    import mmcv
-    from convnext_backbone.data.pictures import draw_sample, ground_truth_of
+def predict(inferencer, cfg, path: str, score_thr: float):
+    """The model's prediction on the image, as a data sample."""
     kwargs = dict(return_datasamples=True)
     if stack_of(cfg) == 'mmdet':
         kwargs['pred_score_thr'] = score_thr
     prediction = inferencer(path, **kwargs)
     # DetInferencer returns {'predictions': [sample]}, MMSegInferencer the sample itself.
     prediction = prediction['predictions'] if isinstance(prediction, dict) else prediction
-    prediction = prediction[0] if isinstance(prediction, list) else prediction
+    return prediction[0] if isinstance(prediction, list) else prediction
+
+
+def draw(inferencer, cfg, path: str, prediction, score_thr: float, show_gt: bool):
+    """The prediction drawn on the image (RGB), with the ground truth on its left if asked."""
+    import mmcv
+    from convnext_backbone.data.pictures import draw_sample, ground_truth_of
     gt = ground_truth_of(cfg, path) if show_gt else None
     if show_gt and gt is None:
         print(f'{path} is not in the config\'s test data: drawn without ground truth')
@@ -101,6 +106,10 @@ def main(argv=None):
                         help='detection: draw predictions above this score')
     parser.add_argument('--show-gt', action='store_true',
                         help="draw the ground truth of the config's test data beside")
+    parser.add_argument('--pred-out-dir', metavar='DIR',
+                        help='also write the predictions as data: one JSON per image '
+                        '(detection: boxes, scores, classes, COCO RLE masks) or a PNG of '
+                        'class indices (segmentation)')
     parser.add_argument('--device', help='cpu or cuda (default: cuda where torch sees a GPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     add_data_arguments(parser)
@@ -122,7 +131,12 @@ def main(argv=None):
     written = []
     for path in paths:
         out = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0] + '_pred.png')
-        mmcv.imwrite(draw(inferencer, cfg, path, args.score_thr, args.show_gt)[..., ::-1], out)
+        prediction = predict(inferencer, cfg, path, args.score_thr)
+        if args.pred_out_dir:
+            write_prediction(prediction, path, args.pred_out_dir,
+                             inferencer.visualizer.dataset_meta.get('classes'))
+        picture = draw(inferencer, cfg, path, prediction, args.score_thr, args.show_gt)
+        mmcv.imwrite(picture[..., ::-1], out)
         written.append(out)
     print(f'Wrote {len(written)} pictures to {args.out_dir}' if len(written) > 1 else
           f'Wrote {written[0]}')

@@ -9,10 +9,12 @@ KIND="${1:-coco}"
 case "$KIND" in
   coco) CONFIG=configs/demo/mask_rcnn_convnext_shapes_demo.py
         DATA=data/coco_shapes
-        IMAGE=$DATA/val2017/000001.jpg ;;
+        IMAGE=$DATA/val2017/000001.jpg
+        METRIC=bbox_mAP ;;
   ade)  CONFIG=configs/demo/upernet_convnext_shapes_demo.py
         DATA=data/ade_shapes
-        IMAGE=$DATA/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg ;;
+        IMAGE=$DATA/ADEChallengeData2016/images/validation/ADE_valid_00000000.jpg
+        METRIC=mIoU ;;
   *)    echo "usage: bash tools/run_demo.sh [coco|ade]" >&2; exit 2 ;;
 esac
 WORK_DIR="work_dirs/demo_$KIND"
@@ -29,3 +31,6 @@ echo "==> [demo] evaluate $CKPT"
 echo "==> [demo] draw predictions"
 "$PY" tools/infer.py "$CONFIG" "$CKPT" "$IMAGE" --data "$DATA" --show-gt --out-dir "$WORK_DIR/vis" \
   --score-thr 0.5
+echo "==> [demo] draw the training curves"
+"$PY" tools/plot_curves.py "$WORK_DIR" --keys loss "$METRIC" --legend "demo_$KIND" \
+  --out "$WORK_DIR/vis/curves.png"

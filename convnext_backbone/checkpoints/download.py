@@ -17,6 +17,12 @@ size), so an interrupted or partial download is never read as a checkpoint. An e
 a distributed run, other jobs on the node) wait and then read its file; the lock needs no
 ``torch.distributed``, which ``init_weights`` may run before or without.
 
+A file name that carries a sha256 prefix (``NAME-<8 or more hex>.pth``, torch.hub's
+``check_hash`` and OpenMMLab's convention, e.g. ``..._20230104-8a798eaf.pth``) is verified: a
+download before it is kept, a found copy on its first use (a ``<name>.sha256-ok`` marker next to
+it records the size and modification time it was verified at, so a 1 GB file is not hashed at
+every use). A mismatch removes the file and raises ``CheckpointError`` naming both hashes.
+
 Like ``torch.hub``, the cache is keyed by file name alone: two URLs with the same last path
 component share one cached file. Needs urllib, ``filelock`` and ``tqdm`` (both come with timm's
 ``huggingface_hub``).
@@ -25,9 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import os.path as osp
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -55,6 +63,9 @@ DEFAULT_TIMEOUT = 60.0
 CHUNK_BYTES = 1 << 20
 # Temporary downloads are <name>.part-<pid>-<random>: unique per attempt, never a checkpoint name.
 PART_SUFFIX = '.part-'
+# torch.hub's HASH_REGEX, held to 8 or more digits: the sha256 prefix in a published file name.
+HASH_REGEX = re.compile(r'-([a-f0-9]{8,})\.')
+VERIFIED_SUFFIX = '.sha256-ok'
 
 
 def is_url(source: str) -> bool:
@@ -115,6 +126,7 @@ def checkpoint_path(url: str,
     path = find_checkpoint(url)
     if path is not None:
         print_log(f'{url}: using {path}', logger='current')
+        _verify_once(url, path)
         return path
     return download_checkpoint(url, cache_dir(), progress=progress, timeout=timeout)[0]
 
@@ -204,7 +216,9 @@ def _download(url: str, path: str, progress: Optional[bool], timeout: float) -> 
             raise CheckpointError(
                 f'Download of {url} is incomplete: {received} of {expected} bytes (the '
                 'connection closed early); nothing was kept, run again to retry')
+        check_hash(url, part)
         os.replace(part, path)  # atomic: readers see the whole file or none
+        _mark_verified(url, path)
     except OSError as exc:  # writing here (reading the network raises CheckpointError)
         raise CheckpointError(f'Cannot write the download of {url} to {part}: {exc}; nothing '
                               'was kept') from exc
@@ -270,6 +284,60 @@ def _copy(response, f: IO[bytes], expected: Optional[int], bar_name: Optional[st
             received += len(chunk)
             bar.update(len(chunk))
     return received
+
+
+def expected_hash(url: str) -> Optional[str]:
+    """The sha256 prefix that the URL's file name carries (``NAME-<hex>.pth``), or None."""
+    match = HASH_REGEX.search(file_name_of(url))
+    return match.group(1) if match else None
+
+
+def check_hash(url: str, path: str) -> None:
+    """Refuse ``path`` (removed) unless its sha256 starts with the prefix the URL's file name
+    carries; nothing to check for a name without one."""
+    prefix = expected_hash(url)
+    if prefix is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b''):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if not actual.startswith(prefix):
+        _remove(path)
+        raise CheckpointError(
+            f'{path} (of {url}) has sha256 {actual}, but its name says it starts with {prefix}: '
+            'a corrupt or different file; it was removed, run again to download it anew')
+
+
+def _verify_once(url: str, path: str) -> None:
+    """``check_hash`` on a found copy, unless its marker says this size and mtime passed."""
+    if expected_hash(url) is None:
+        return
+    with contextlib.suppress(OSError):
+        with open(path + VERIFIED_SUFFIX) as f:
+            if f.read() == _stamp(path):
+                return
+    check_hash(url, path)
+    _mark_verified(url, path)
+
+
+def _stamp(path: str) -> str:
+    stat = os.stat(path)
+    return f'{stat.st_size} {stat.st_mtime_ns}'
+
+
+def _mark_verified(url: str, path: str) -> None:
+    """Record that ``path`` passed ``check_hash`` at its present size and mtime."""
+    if expected_hash(url) is None:
+        return
+    marker = path + VERIFIED_SUFFIX
+    try:
+        with open(marker, 'w') as f:
+            f.write(_stamp(path))
+    except OSError as exc:  # a read-only shared folder: verified again at the next use
+        print_log(f'Cannot write {marker} ({exc}): {path} is verified at every use',
+                  logger='current', level=logging.WARNING)
 
 
 def _megabytes(size: int) -> str:

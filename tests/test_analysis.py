@@ -1,0 +1,67 @@
+"""tools/get_flops.py's counts: every paper config's parameters against the paper's tables,
+the backbone's multiply-adds against torch's own counter, the whole models' FLOPs (slow)."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from torch.utils.flop_counter import FlopCounterMode
+
+from convnext_backbone import ConvNeXt
+from convnext_backbone.analysis.complexity import (count_complexity, count_parameters,
+                                                   default_shape)
+
+from .helpers import ROOT
+
+# Parameters (millions) of the ConvNeXt paper's Tables 3 and 4.
+PAPER_PARAMS = {
+    'mask_rcnn_convnext_t': 48, 'cascade_mask_rcnn_convnext_t': 86,
+    'cascade_mask_rcnn_convnext_s': 108, 'cascade_mask_rcnn_convnext_b': 146,
+    'cascade_mask_rcnn_convnext_b_in22k': 146, 'cascade_mask_rcnn_convnext_l_in22k': 255,
+    'cascade_mask_rcnn_convnext_xl_in22k': 407, 'upernet_convnext_t': 60,
+    'upernet_convnext_s': 82, 'upernet_convnext_b': 122, 'upernet_convnext_b_in22k': 122,
+    'upernet_convnext_l_in22k': 235, 'upernet_convnext_xl_in22k': 391,
+}
+
+
+def _config(name):
+    return Config.fromfile(osp.join(ROOT, 'configs', name + '.py'))
+
+
+@pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
+def test_parameters_match_the_paper(name):
+    assert abs(count_parameters(_config(name)).params / 1e6 - PAPER_PARAMS[name]) < 0.5
+
+
+def test_default_shapes_are_the_papers():
+    assert default_shape(_config('mask_rcnn_convnext_t')) == (800, 1280)
+    assert default_shape(_config('upernet_convnext_t')) == (512, 2048)
+    assert default_shape(_config('upernet_convnext_l_in22k')) == (640, 2560)
+
+
+def test_backbone_multiply_adds_are_exact():
+    """The convolutions as torch's FlopCounterMode counts them (2 per multiply-add), the
+    blocks' two linear layers (C -> 4C -> C) by hand; mmengine's analyzer adds only its norm
+    estimates."""
+    from mmengine.analysis import FlopAnalyzer
+    model = ConvNeXt('atto').eval()  # depths 2, 2, 6, 2; widths 40, 80, 160, 320
+    x = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        analyzer = FlopAnalyzer(model, (x, ))
+        analyzer.unsupported_ops_warnings(False)
+        by_op = analyzer.by_operator()
+    pixels = [16 * 24, 8 * 12, 4 * 6, 2 * 3]  # strides 4, 8, 16, 32
+    linear = sum(d * p * 8 * c * c for d, p, c in zip((2, 2, 6, 2), pixels, (40, 80, 160, 320)))
+    assert by_op['conv'] == counter.get_total_flops() // 2 and by_op['linear'] == linear
+    assert analyzer.total() == sum(by_op.values()) and by_op['layer_norm'] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,paper', [('mask_rcnn_convnext_t', 262),
+                                        ('upernet_convnext_t', 939)])
+def test_whole_model_flops_match_the_paper(name, paper):
+    result = count_complexity(_config(name))
+    assert abs(result.flops / 1e9 - paper) < 1
+    assert 0 < result.backbone_flops < result.flops
