@@ -17,8 +17,8 @@ GPU_ONLY = ('mmcv_build', 'benchmark_base', 'benchmark_compiled')
 def rehearse(out, **env):
     return subprocess.run(['bash', osp.join(ROOT, 'tools', 'gpu_check.sh')], cwd=ROOT,
                           capture_output=True, text=True,
-                          env=dict(os.environ, OUT=str(out), PYTHON=sys.executable,
-                                   GPU_CHECK_REHEARSE='1', OMP_NUM_THREADS='1', **env))
+                          env={**os.environ, 'OUT': str(out), 'PYTHON': sys.executable,
+                               'GPU_CHECK_REHEARSE': '1', 'OMP_NUM_THREADS': '1', **env})
 
 
 def summary(out):
@@ -57,10 +57,14 @@ def test_rehearsal_runs_every_cpu_step(tmp_path):
 
 
 def test_overrun_is_stopped_and_said(tmp_path):
-    """A total of 12 s: the first step that runs is stopped at what is left, the later ones
-    are skipped for want of time, the summary still comes and the exit status is 1."""
+    """A total of 12 s and a Python that takes a minute to start: the first step that runs is
+    stopped at what is left, the later ones are skipped for want of time, the summary still
+    comes and the exit status is 1 (on any machine: no step's speed decides it)."""
     out = tmp_path / 'results'
-    run = rehearse(out, GPU_CHECK_TOTAL_S='12')
+    slow_python = tmp_path / 'slow_python'
+    slow_python.write_text(f'#!/bin/sh\nsleep 60\nexec {sys.executable} "$@"\n')
+    slow_python.chmod(0o755)
+    run = rehearse(out, GPU_CHECK_TOTAL_S='12', PYTHON=str(slow_python))
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-2000:]
     status = summary(out)
     assert any(s.startswith('stopped at its budget') for s in status.values()), status
