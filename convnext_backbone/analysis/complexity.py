@@ -13,6 +13,7 @@ backbone's ``init_cfg`` is dropped, since counting needs no trained weights.
 """
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,13 +75,16 @@ def count_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> Co
     """Parameters and FLOPs of the config's model at ``shape`` (height, width; default:
     ``default_shape``), on the CPU: one traced forward of the whole model."""
     from mmengine.analysis import FlopAnalyzer
+    from mmengine.analysis.jit_handles import bmm_flop_jit
     shape = tuple(shape or default_shape(cfg))
     model = build_for_counting(cfg)
     inputs = torch.zeros(1, 3, *shape)
     with DefaultScope.overwrite_default_scope(cfg.default_scope), torch.no_grad():
-        model.forward = partial(model.forward, data_samples=[_data_sample(cfg, shape)],
-                                mode='tensor')
+        model.forward = _tensor_forward(model, _data_sample(cfg, shape))
         analyzer = FlopAnalyzer(model, (inputs, ))
+        # torch's attention with a mask (Mask2Former's masked attention) multiplies Q by K
+        # through baddbmm, which mmengine leaves uncounted: its batch1 @ batch2 is a bmm.
+        analyzer.set_op_handle('aten::baddbmm', lambda i, o: bmm_flop_jit(i[1:3], o))
         analyzer.unsupported_ops_warnings(False)  # reported in ``uncounted``
         analyzer.uncalled_modules_warnings(False)  # the auxiliary head, training-only losses
         flops = analyzer.total()
@@ -88,6 +92,16 @@ def count_complexity(cfg: Config, shape: Optional[Tuple[int, int]] = None) -> Co
                           shape=shape, flops=flops,
                           backbone_flops=analyzer.by_module()['backbone'],
                           uncounted=Counter(analyzer.unsupported_ops()))
+
+
+def _tensor_forward(model: torch.nn.Module, sample):
+    """The model's ``mode='tensor'`` forward on one image; for a decode head that needs the
+    data samples (mmseg's Mask2Former head, whose ``mode='tensor'`` call leaves them out) the
+    backbone, neck and head called with them."""
+    head = getattr(model, 'decode_head', None)
+    if head is not None and 'batch_data_samples' in inspect.signature(head.forward).parameters:
+        return lambda inputs: head(model.extract_feat(inputs), [sample])
+    return partial(model.forward, data_samples=[sample], mode='tensor')
 
 
 def _numel(module: torch.nn.Module) -> int:
