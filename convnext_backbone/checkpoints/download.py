@@ -216,7 +216,7 @@ def _download(url: str, path: str, progress: Optional[bool], timeout: float) -> 
             raise CheckpointError(
                 f'Download of {url} is incomplete: {received} of {expected} bytes (the '
                 'connection closed early); nothing was kept, run again to retry')
-        check_hash(url, part)
+        check_hash(url, part, what=f'The download of {url}')
         os.replace(part, path)  # atomic: readers see the whole file or none
         _mark_verified(url, path)
     except OSError as exc:  # writing here (reading the network raises CheckpointError)
@@ -292,9 +292,10 @@ def expected_hash(url: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-def check_hash(url: str, path: str) -> None:
+def check_hash(url: str, path: str, what: Optional[str] = None) -> None:
     """Refuse ``path`` (removed) unless its sha256 starts with the prefix the URL's file name
-    carries; nothing to check for a name without one."""
+    carries; nothing to check for a name without one. ``what`` names the file in the error
+    (default: its path; a download's temporary path would mean nothing to the user)."""
     prefix = expected_hash(url)
     if prefix is None:
         return
@@ -306,7 +307,7 @@ def check_hash(url: str, path: str) -> None:
     if not actual.startswith(prefix):
         _remove(path)
         raise CheckpointError(
-            f'{path} (of {url}) has sha256 {actual}, but its name says it starts with {prefix}: '
+            f'{what or f"{path} (of {url})"} has sha256 {actual}, but its name says it starts with {prefix}: '
             'a corrupt or different file; it was removed, run again to download it anew')
 
 
