@@ -96,7 +96,6 @@ class ConvNeXtBlock(nn.Module):
         self.with_cp = with_cp
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        """The residual branch."""
         x = self.dwconv(x)
         # (N, C, H, W) -> (N, H, W, C); a free view when x is channels-last in memory.
         x = self.norm(x.permute(0, 2, 3, 1))
@@ -109,8 +108,7 @@ class ConvNeXtBlock(nn.Module):
         return x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # NOTE: CPU inference runs faster through convnext_backbone.inference
-        # (optimize_for_inference), which replaces these blocks; this is the one forward.
+        # The one forward; convnext_backbone.inference replaces the blocks for CPU inference.
         if self.with_cp and self.training:
             branch = checkpoint.checkpoint(self._residual, x, use_reentrant=False)
         else:
