@@ -5,6 +5,9 @@ config's default_scope), over mmengine's Runner.
         [--resume [CKPT] | --load-from CKPT] [--amp] [--cfg-options key=value ...]
         [--launcher none|pytorch|slurm|mpi]
 
+``--resume`` continues a run exactly as if it had not stopped (docs/training.md, "Preemption
+and exact resume"); SIGTERM or SIGUSR1 makes a run save after its current iteration and exit
+with status 75 (``PREEMPTED_EXIT_CODE``), for a scheduler to requeue it with ``--resume``.
 ``--load-from`` fine-tunes from a whole detector / segmentor checkpoint of any published layout
 (``convnext_backbone.checkpoints.model``): everything but the class-specific output layers must
 fit, and those are re-initialised and reported when the number of classes differs.
@@ -16,7 +19,8 @@ from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, fit_opt
                                    prepare_config, run_device, run_tool,
                                    setup_cpu_distributed)
 from convnext_backbone.data import check_dataset
-from convnext_backbone.engine import CheckpointCheckingRunner
+from convnext_backbone.engine import (PREEMPTED_EXIT_CODE, CheckpointCheckingRunner,
+                                      TrainingPreempted)
 
 
 def parse_args(argv=None):
@@ -48,7 +52,11 @@ def main(argv=None):
     elif args.load_from:
         cfg.resume, cfg.load_from = False, args.load_from
     setup_cpu_distributed(args.launcher)
-    CheckpointCheckingRunner.from_cfg(cfg).train()
+    try:
+        CheckpointCheckingRunner.from_cfg(cfg).train()
+    except TrainingPreempted as exc:  # saved: a scheduler's requeue resumes it
+        print(f'preempted: {exc}', file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == '__main__':
