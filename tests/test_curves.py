@@ -29,3 +29,15 @@ def test_two_runs_in_one_picture(tmp_path):
     run = run_tool(tmp_path, 'tools/plot_curves.py', tmp_path / 'a', '--keys', 'mIoU',
                    '--out', out, returncode=1)
     assert "No run logged 'mIoU'" in run.stderr and 'coco/bbox_mAP' in run.stderr
+
+
+def test_epoch_based_runs_are_told_from_iteration_based(tmp_path):
+    """Their validation panels' axis is the epoch: mmengine logs validation by epoch there."""
+    from convnext_backbone.analysis.curves import is_epoch_based, scalars_file
+    _run(tmp_path / 'a', [2.0], [0.1])
+    iter_based = tmp_path / 'b' / '20260101_000000' / 'vis_data'
+    iter_based.mkdir(parents=True)
+    (iter_based / 'scalars.json').write_text(json.dumps(dict(loss=1.0, iter=10)) + '\n'
+                                             + json.dumps(dict(mIoU=40.0, step=10)))
+    assert is_epoch_based(scalars_file(str(tmp_path / 'a')))
+    assert not is_epoch_based(scalars_file(str(tmp_path / 'b')))

@@ -49,6 +49,13 @@ def read_scalars(path: str) -> Series:
     return series
 
 
+def is_epoch_based(path: str) -> bool:
+    """Whether the run was epoch-based: mmengine puts ``epoch`` in its training records then,
+    and logs validation by epoch."""
+    with open(path) as f:
+        return any('"epoch"' in line and '"iter"' in line for line in f)
+
+
 def _find(series: Series, key: str) -> str:
     """``key`` itself, or the one key ending in ``/key`` (``bbox_mAP`` -> ``coco/bbox_mAP``)."""
     if key in series:
@@ -64,7 +71,9 @@ def plot_curves(runs: Sequence[str], keys: Sequence[str], out: str,
     import matplotlib
     matplotlib.use('Agg')  # files only: no display needed
     import matplotlib.pyplot as plt
-    data = [read_scalars(scalars_file(run)) for run in runs]
+    files = [scalars_file(run) for run in runs]
+    data = [read_scalars(path) for path in files]
+    by_epoch = [is_epoch_based(path) for path in files]
     labels = list(labels) or [osp.basename(osp.normpath(run)) for run in runs]
     for key in keys:
         if not any(_find(series, key) in series for series in data):
@@ -80,10 +89,11 @@ def plot_curves(runs: Sequence[str], keys: Sequence[str], out: str,
                 ax.plot(steps, values, color=colours[index % len(colours)], label=label,
                         marker='o' if len(steps) < 30 else None)
         ax.set_title(key)
-        trained = any(_find(series, key) in series and series[_find(series, key)][2]
-                      for series in data)
-        # mmengine logs validation by epoch in epoch-based runs, by iteration otherwise
-        ax.set_xlabel('iteration' if trained else 'epoch (epoch-based runs) or iteration')
+        logged = [(series[_find(series, key)][2], epochs) for series, epochs in
+                  zip(data, by_epoch) if _find(series, key) in series]
+        # Training is logged by iteration; validation by epoch in epoch-based runs.
+        axis = {'iteration' if trained or not epochs else 'epoch' for trained, epochs in logged}
+        ax.set_xlabel(axis.pop() if len(axis) == 1 else 'epoch or iteration (per run)')
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
