@@ -6,6 +6,7 @@ import json
 import os
 import os.path as osp
 import random
+import re
 import subprocess
 import sys
 
@@ -178,12 +179,44 @@ def test_torn_newest_checkpoint_is_passed_over_said(tmp_path, detection_referenc
 
 @pytest.mark.slow
 def test_two_process_run_killed_resumes_bitwise(tmp_path, coco):
-    """torchrun, 2 processes (gloo): killed at a seeded random iteration, resumed on 2,
-    equal to the uninterrupted 2-process run (each rank's random streams came back)."""
-    cfg = _config(tmp_path, COCO_DEMO, DETECTION.replace('batch_size=2', 'batch_size=1'), coco)
-    _train(tmp_path, cfg, tmp_path / 'reference', nproc=2)
+    """torchrun, 2 processes (gloo): the ranks stay identical; killed at a seeded random
+    iteration, resumed on 2, equal to the uninterrupted 2-process run (each rank's random
+    streams came back). Then the finished run goes on for an epoch on one process: an epoch
+    twice as long, the schedule, the layer-decay groups and Adam's state continued."""
+    body = DETECTION.replace('batch_size=2', 'batch_size=1').replace(
+        "[dict(type='SignalAtIterationHook')]",
+        "[dict(type='SignalAtIterationHook'), dict(type='SaveRankWeightsHook')]")
+    cfg = _config(tmp_path, COCO_DEMO, body, coco)
+    reference = tmp_path / 'reference'
+    _train(tmp_path, cfg, reference, nproc=2)
+    ranks = [torch.load(reference / f'weights_rank{rank}.pth') for rank in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
     work = tmp_path / 'work'
     kill_at = random.Random(29).randint(4, 11)
     _train(tmp_path, cfg, work, signal_at=(kill_at, 'SIGKILL'), nproc=2, returncode=1)
     _train(tmp_path, cfg, work, '--resume', nproc=2)
-    _assert_same_end(work, tmp_path / 'reference', 'iter_12.pth')
+    _assert_same_end(work, reference, 'iter_12.pth')
+
+    # 8 images, batch 1: 4 iterations per epoch on 2 processes, 8 on one.
+    first = torch.load(reference / 'iter_12.pth')
+    out = _train(tmp_path, cfg, reference, '--resume', '--cfg-options', 'train_cfg.max_epochs=4',
+                 'default_hooks.checkpoint.by_epoch=True', 'default_hooks.checkpoint.interval=1')
+    second = torch.load(reference / 'epoch_4.pth')
+    assert first['meta']['epoch_position'] == [4, 4] and second['meta']['iter'] == 12 + 8
+    groups1 = first['optimizer']['param_groups']
+    groups2 = second['optimizer']['param_groups']
+    assert [g['group_name'] for g in groups1] == [g['group_name'] for g in groups2]
+    assert len(groups1) > 4  # the layer-decay groups, not one default group
+    for g1, g2 in zip(groups1, groups2):  # milestone 2 had passed when epoch 3 ended
+        assert g1['lr'] == g2['lr'] == pytest.approx(0.1 * g1['initial_lr'], rel=1e-9)
+        assert g2['initial_lr'] == g1['initial_lr']
+    # The scheduler went on from its saved step; a restarted one would have run epoch 4 at the
+    # initial lr (the log gives the first group's).
+    assert [s['_global_step'] for s in second['param_schedulers']] == [4]
+    epoch4_lr = re.findall(r'Epoch\(train\) \[4\]\[8/8\].*? lr: (\S+)', out)
+    assert epoch4_lr and float(epoch4_lr[0]) == pytest.approx(0.1 * groups1[0]['initial_lr'],
+                                                              rel=1e-4), epoch4_lr
+    state1, state2 = first['optimizer']['state'], second['optimizer']['state']
+    assert state1.keys() == state2.keys()
+    assert all(float(state2[k]['step']) == float(state1[k]['step']) + 8 for k in state1)

@@ -17,7 +17,7 @@ import ctypes
 import signal
 import sys
 from functools import partial
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from mmengine.dataset import InfiniteSampler
 from mmengine.dist import get_rank
@@ -157,8 +157,42 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         super().__init__(runner, _resumable(runner, dataloader), *args, **kwargs)
 
     _batches = None  # the epoch's data-loader iterator
+    _skip = 0  # batches of the next epoch trained before the checkpoint resumed from
+    _epoch_first_iter = 0  # the run's iteration count when the current epoch began
+    # (batches trained, batches in the epoch) of the resumed epoch when its checkpoint was
+    # saved (``position``), set by RandomStateHook on resuming; None: derived from the
+    # iteration count.
+    resumed_position: Optional[Tuple[int, int]] = None
+
+    def position(self, meta: dict) -> Tuple[int, int]:
+        """Where in its epoch the checkpoint with this ``meta`` (mmengine's epoch and iter) was
+        saved: (batches of that epoch trained, batches in it); (0, n) after an epoch's end.
+        Saved in the checkpoint, since the iteration count alone says nothing once the epoch
+        length changes (another number of processes)."""
+        done = 0 if meta['epoch'] > self._epoch else meta['iter'] - self._epoch_first_iter
+        return done, len(self.dataloader)
+
+    def _resumed_batches(self) -> int:
+        """Batches of the first epoch to skip: those trained before the checkpoint (none in a
+        run that starts from scratch)."""
+        length = len(self.dataloader)
+        position, self.resumed_position = self.resumed_position, None
+        if position is None:  # a checkpoint without it (mmengine's): epochs of equal length
+            done, total = self._iter - self._epoch * length, length
+        else:
+            done, total = position
+        if done == total:  # saved after the epoch's last batch: the epoch is over
+            return length
+        if total != length or not 0 <= done < length:
+            raise RuntimeError(
+                f'Cannot resume after batch {done} of epoch {self._epoch + 1}: the epoch has '
+                f'{length} batches now, so the checkpoint was written for another dataset, '
+                'batch size or number of processes. Resume from a checkpoint saved at the end '
+                'of an epoch (epoch_N.pth), or with the setting it was written with.')
+        return done
 
     def run(self):
+        self._skip = self._resumed_batches()
         try:
             return super().run()
         finally:
@@ -168,12 +202,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self.runner.call_hook('before_train_epoch')
         self.runner.model.train()
         # > 0 after a resume inside the epoch; all of it after a preemption at its last batch
-        done = self._iter - self._epoch * len(self.dataloader)
-        if not 0 <= done <= len(self.dataloader):
-            raise RuntimeError(
-                f'Cannot resume at iteration {self._iter} of epoch {self._epoch + 1}: the epoch '
-                f'has {len(self.dataloader)} iterations now, so the checkpoint was written for '
-                'another dataset or batch size')
+        done, self._skip = self._skip, 0
+        self._epoch_first_iter = self._iter - done
         self.dataloader.batch_sampler.start_epoch(self._epoch, skip=done)
         self._batches = iter(self.dataloader)
         for idx, data_batch in enumerate(self._batches, start=done):

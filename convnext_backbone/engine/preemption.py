@@ -5,6 +5,8 @@ preemption signal. ``CheckpointCheckingRunner`` registers both hooks in every ru
   checkpoint as ``random_states`` (gathered by ``CheckpointCheckingRunner.save_checkpoint`` on
   all ranks: only rank 0 writes); a resumed run puts its rank's back just before its first
   iteration, so stochastic depth and the proposal samplers draw what the uninterrupted run drew.
+  An epoch-based run also saves where in its epoch it stood (``meta.epoch_position``: batches
+  trained, batches in the epoch), where the resumed loop starts.
 - ``PreemptionHook``: SIGTERM, or SIGUSR1 (what SLURM sends ahead of a kill with
   ``--signal``), makes the run finish its current iteration, save ``iter_N.pth`` (all ranks
   agree on the iteration), point ``last_checkpoint`` at it and end with ``TrainingPreempted``:
@@ -29,6 +31,8 @@ from .randomness import set_random_states
 # sysexits' EX_TEMPFAIL: "a temporary failure; the user is invited to retry" (requeue).
 PREEMPTED_EXIT_CODE = 75
 RANDOM_STATES_KEY = 'random_states'
+# meta key: [batches trained, batches in the epoch] of the epoch the checkpoint resumes in
+POSITION_KEY = 'epoch_position'
 
 
 class TrainingPreempted(Exception):
@@ -48,10 +52,16 @@ class RandomStateHook(Hook):
         states = getattr(runner, 'gathered_random_states', None)
         if states is not None:
             checkpoint[RANDOM_STATES_KEY] = states
+        loop = runner.train_loop
+        if hasattr(loop, 'position'):
+            checkpoint['meta'][POSITION_KEY] = list(loop.position(checkpoint['meta']))
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if getattr(runner, 'is_resuming', False):
             self._pending = checkpoint
+            position = checkpoint['meta'].get(POSITION_KEY)
+            if position is not None and hasattr(runner.train_loop, 'resumed_position'):
+                runner.train_loop.resumed_position = tuple(position)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         checkpoint, self._pending = self._pending, None
