@@ -293,6 +293,11 @@ def test_download_weights_tool_knows_every_paper_config(env, capsys):
     for name in names:
         assert f'https://dl.fbaipublicfiles.com/convnext/{name} (' in out
     assert out.count(f'would download to {env[1]}{os.sep}') == len(names)
+    # Each with its terms: the V2 weights' non-commercial licence, the V1 weights' MIT.
+    v2 = out.split('convnextv2_tiny_1k_224_ema.pt (', 1)[1].split('\nhttp', 1)[0]
+    assert 'licence: CC-BY-NC 4.0: non-commercial use only' in v2
+    v1 = out.split('convnext_tiny_1k_224.pth (', 1)[1].split('\nhttp', 1)[0]
+    assert 'licence: MIT (facebookresearch/ConvNeXt)' in v1
 
 
 def test_hash_in_the_file_name_is_checked_after_download_and_on_first_cached_use(env, server,
@@ -322,3 +327,16 @@ def test_hash_in_the_file_name_is_checked_after_download_and_on_first_cached_use
     (cache / good).write_bytes(body + b'x')  # changed since: hashed again
     checkpoint_path(server.url(good))
     assert hashed == [str(cache / good)]
+
+
+def test_weights_licence_by_url():
+    from convnext_backbone.checkpoints.licences import V1_TERMS, V2_TERMS, weights_licence
+    fb = 'https://dl.fbaipublicfiles.com/convnext/'
+    for url in (f'{fb}convnextv2/pt_only/convnextv2_base_1k_224_fcmae.pt',
+                f'{fb}convnextv2/im22k/convnextv2_large_22k_384_ema.pt',
+                'https://download.openmmlab.com/mmclassification/v0/convnext-v2/'
+                'convnext-v2-base_3rdparty-fcmae_in1k_20230104-8a798eaf.pth',
+                'https://huggingface.co/timm/convnextv2_atto.fcmae/resolve/main/model.safetensors'):
+        assert weights_licence(url) == V2_TERMS, url
+    assert weights_licence(f'{fb}convnext_tiny_22k_1k_384.pth') == V1_TERMS
+    assert weights_licence('https://example.org/convnext_tiny_1k_224.pth') is None

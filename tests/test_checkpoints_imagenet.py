@@ -1,4 +1,5 @@
 """Loading published checkpoints: every layout, made with the peers' own model code."""
+import math
 import subprocess
 import sys
 
@@ -354,3 +355,197 @@ def test_to_timm_and_to_mmpretrain_invert_the_loaders(name, version):
     pretrain.eval()  # (its train() returns None: no chaining)
     with torch.no_grad():
         _assert_features_equal(model, pretrain(X), norms_from_model=False)
+
+
+# ------------------------------------------------------------------------------------ FCMAE
+ATTO = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320))
+FCMAE_DECODER = ['proj.weight', 'proj.bias', 'mask_token', 'pred.weight', 'pred.bias'] + [
+    f'decoder.0.{m}.{p}' for m in ('dwconv', 'norm', 'pwconv1', 'pwconv2') for p in
+    ('weight', 'bias')] + ['decoder.0.grn.gamma', 'decoder.0.grn.beta']
+
+
+def _fcmae_state_dict(depths, dims, decoder_dim=512, patch=32):
+    """A random state dict of ConvNeXt-V2's FCMAE model, key by key as its code defines it
+    (models/fcmae.py, models/convnextv2_sparse.py, MinkowskiEngine): ``encoder.`` a sparse
+    ConvNeXt-V2 (dense stem; ``kernel`` of (k*k, C_in, C_out) or depthwise (k*k, C) with (1, C)
+    biases; LayerNorm as ``.ln``, Linear as ``.linear``; GRN (1, C)), beside the decoder."""
+    generator = torch.Generator().manual_seed(7)
+
+    def rand(*shape, fan_in=1):
+        return torch.randn(*shape, generator=generator) * 0.5 / math.sqrt(fan_in)
+
+    sd = {'encoder.downsample_layers.0.0.weight': rand(dims[0], 3, 4, 4, fan_in=48),
+          'encoder.downsample_layers.0.0.bias': rand(dims[0]),
+          'encoder.downsample_layers.0.1.weight': rand(dims[0]),
+          'encoder.downsample_layers.0.1.bias': rand(dims[0])}
+    for i in range(1, 4):
+        p, c_in, c_out = f'encoder.downsample_layers.{i}', dims[i - 1], dims[i]
+        sd.update({f'{p}.0.ln.weight': rand(c_in), f'{p}.0.ln.bias': rand(c_in),
+                   f'{p}.1.kernel': rand(2 * 2, c_in, c_out, fan_in=4 * c_in),
+                   f'{p}.1.bias': rand(1, c_out)})
+    for i, (depth, c) in enumerate(zip(depths, dims)):
+        for j in range(depth):
+            p = f'encoder.stages.{i}.{j}'
+            sd.update({f'{p}.dwconv.kernel': rand(7 * 7, c, fan_in=49),
+                       f'{p}.dwconv.bias': rand(1, c),
+                       f'{p}.norm.ln.weight': rand(c), f'{p}.norm.ln.bias': rand(c),
+                       f'{p}.pwconv1.linear.weight': rand(4 * c, c, fan_in=c),
+                       f'{p}.pwconv1.linear.bias': rand(4 * c),
+                       f'{p}.grn.gamma': rand(1, 4 * c), f'{p}.grn.beta': rand(1, 4 * c),
+                       f'{p}.pwconv2.linear.weight': rand(c, 4 * c, fan_in=4 * c),
+                       f'{p}.pwconv2.linear.bias': rand(c)})
+    d = decoder_dim  # the decoder: one dense ConvNeXt-V2 block between two 1x1 convolutions
+    sd.update({'proj.weight': rand(d, dims[-1], 1, 1), 'proj.bias': rand(d),
+               'mask_token': rand(1, d, 1, 1),
+               'decoder.0.dwconv.weight': rand(d, 1, 7, 7), 'decoder.0.dwconv.bias': rand(d),
+               'decoder.0.norm.weight': rand(d), 'decoder.0.norm.bias': rand(d),
+               'decoder.0.pwconv1.weight': rand(4 * d, d), 'decoder.0.pwconv1.bias': rand(4 * d),
+               'decoder.0.grn.gamma': rand(1, 1, 1, 4 * d),
+               'decoder.0.grn.beta': rand(1, 1, 1, 4 * d),
+               'decoder.0.pwconv2.weight': rand(d, 4 * d), 'decoder.0.pwconv2.bias': rand(d),
+               'pred.weight': rand(patch ** 2 * 3, d, 1, 1), 'pred.bias': rand(patch ** 2 * 3)})
+    assert sorted(k for k in sd if not k.startswith('encoder.')) == sorted(FCMAE_DECODER)
+    return sd
+
+
+def _official_rule(fcmae):
+    """ConvNeXt-V2's own conversion for fine-tuning, written again from its code: main_finetune.py
+    deletes every key naming 'decoder', 'mask_token', 'proj' or 'pred', then
+    utils.remap_checkpoint_keys drops 'encoder.'; turns each 'kernel' into a 'weight' by
+    permuting (k*k, in, out) to (out, in, k*k) ((k*k, C) to (C, k*k)), reshaping to
+    (out, in, k, k) ((C, 1, k, k)) and swapping the last two axes; removes the 'ln' / 'linear'
+    name part before the leaf; flattens biases that are not 1-D; reshapes GRN's (1, C) to
+    (1, 1, 1, C)."""
+    out = {}
+    for key, value in fcmae.items():
+        if any(word in key for word in ('decoder', 'mask_token', 'proj', 'pred')):
+            continue
+        key = key.removeprefix('encoder.')
+        if key.endswith('.kernel'):
+            ks = int(math.sqrt(value.shape[0]))
+            if value.dim() == 3:
+                weight = value.permute(2, 1, 0).reshape(value.shape[2], value.shape[1], ks, ks)
+            else:
+                weight = value.permute(1, 0).reshape(value.shape[1], 1, ks, ks)
+            out[key[:-len('kernel')] + 'weight'] = weight.transpose(3, 2)
+            continue
+        parts = key.split('.')
+        if parts[-2] in ('ln', 'linear'):
+            del parts[-2]
+        out['.'.join(parts)] = value
+    for key, value in out.items():
+        if key.endswith('bias') and value.dim() != 1:
+            out[key] = value.reshape(-1)
+        elif 'grn' in key:
+            out[key] = value.unsqueeze(0).unsqueeze(1)
+    return out
+
+
+def test_fcmae_checkpoint_loads_as_the_official_rule_converts_it(tmp_path):
+    """The FCMAE pre-training layout: converted as ConvNeXt-V2's remap_checkpoint_keys converts
+    it, tensor for tensor, and the backbone then computes what timm's ConvNeXt-V2 computes with
+    the official conversion put through timm's own checkpoint filter. The decoder is named as not
+    used, the per-stage output norms as kept at their initialisation."""
+    from timm.models.convnext import checkpoint_filter_fn
+
+    fcmae = _fcmae_state_dict(**ATTO)
+    reference = _official_rule(fcmae)
+    converted, layout = convert_state_dict(fcmae)
+    assert layout == 'fcmae'
+    assert sorted(converted) == sorted([*reference, *FCMAE_DECODER])
+    for key, value in reference.items():
+        assert converted[key].shape == value.shape and torch.equal(converted[key], value), key
+    assert reference['stages.0.0.dwconv.weight'].shape == (40, 1, 7, 7)
+    assert reference['downsample_layers.1.1.weight'].shape == (80, 40, 2, 2)
+
+    peer = timm.create_model('convnextv2_atto', pretrained=False).eval()
+    missing, unexpected = peer.load_state_dict(checkpoint_filter_fn(reference, peer), strict=False)
+    assert not unexpected and sorted(missing) == ['head.fc.bias', 'head.fc.weight',
+                                                  'head.norm.bias', 'head.norm.weight']
+    with torch.no_grad():
+        features = peer.forward_intermediates(X, intermediates_only=True)
+
+    path = _save(tmp_path, {'model': fcmae}, 'convnextv2_atto_1k_224_fcmae.pt')
+    model = ConvNeXt('atto', version='v2')
+    report = load_pretrained(model, path)
+    _assert_features_equal(model, features)
+    assert report.layout == 'fcmae' and sorted(report.loaded) == sorted(reference)
+    assert sorted(report.missing) == sorted(NORM_KEYS)
+    assert sorted(report.unused) == sorted(FCMAE_DECODER)
+    text = str(report)
+    assert 'kept at their initialisation (8): norm0.{weight,bias}' in text
+    assert 'not used (15): proj.{weight,bias}, mask_token, decoder.0.dwconv.{weight,bias}' in text
+    assert 'decoder.0.grn.{gamma,beta}, decoder.0.pwconv2.{weight,bias}, pred.{weight,bias}' in text
+
+    # The released files as users report them (ConvNeXt-V2 issues #47, #65): the encoder alone,
+    # already in the dense official layout; with GRN as (1, 1, 1, C) or still (1, C).
+    for grn_shape in ((1, 1, 1, -1), (1, -1)):
+        dense = {k: v.reshape(grn_shape) if '.grn.' in k else v for k, v in reference.items()}
+        model = ConvNeXt('atto', version='v2')
+        report = load_pretrained(model, _save(tmp_path, {'model': dense}, 'dense.pt'))
+        assert report.layout == 'official' and not report.unused
+        assert sorted(report.missing) == sorted(NORM_KEYS)
+        _assert_features_equal(model, features)
+
+
+def test_fcmae_refusals(tmp_path):
+    """Nothing beside the encoder but the decoder is passed over; a V2 (FCMAE) file into a V1
+    backbone and a V1 file into a V2 backbone are refused in words, nothing loaded."""
+    fcmae = _fcmae_state_dict(**ATTO)
+    extra = _save(tmp_path, {'model': {**fcmae, 'encoder.stages.0.0.extra': torch.ones(3)}})
+    with pytest.raises(CheckpointError, match=r"ConvNeXt v2 'atto' checkpoint.*unexpected: "
+                       r'stages\.0\.0\.extra'):
+        load_pretrained(ConvNeXt('atto', version='v2'), extra)
+    model = ConvNeXt('atto', version='v1')
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"does not fit this backbone \(a ConvNeXt v2 "
+                       r"'atto' checkpoint\?\); missing: .*gamma.*unexpected: .*grn.*Check arch "
+                       r'and version'):
+        load_pretrained(model, _save(tmp_path, {'model': fcmae}))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    v1 = _save(tmp_path, {'model': randomize_(ConvNeXt('atto', version='v1')).state_dict()})
+    with pytest.raises(CheckpointError, match=r"a ConvNeXt v1 'atto' checkpoint\?\); missing: "
+                       r'.*grn.*unexpected: .*gamma'):
+        load_pretrained(ConvNeXt('atto', version='v2'), v1)
+    # As whole-model weights (load_from), an FCMAE file is pointed to init_cfg.
+    from convnext_backbone.checkpoints import read_model_checkpoint
+    with pytest.raises(CheckpointError, match=r'backbone-only\) ConvNeXt checkpoint, not a whole '
+                       r"detector.*init_cfg=dict\(type='Pretrained'"):
+        read_model_checkpoint(_save(tmp_path, {'model': fcmae}))
+
+
+@pytest.mark.parametrize('prefix', ['backbone.', None])
+def test_mmpretrain_fcmae_conversion(tmp_path, prefix):
+    """mmpretrain's conversions of the FCMAE weights (``convnext-v2-*_3rdparty-fcmae_in1k``,
+    what MMDetection's ConvNeXt-V2 recipe starts from, with prefix='backbone.'): its ConvNeXt's
+    keys under ``backbone.``, without norms or head (an FCMAE encoder has none)."""
+    from mmpretrain.models.backbones import ConvNeXt as PretrainConvNeXt
+    peer = PretrainConvNeXt(arch='atto', out_indices=(0, 1, 2, 3), gap_before_final_norm=False,
+                            use_grn=True, layer_scale_init_value=0.)
+    randomize_(peer)
+    encoder = {f'backbone.{k}': v for k, v in peer.state_dict().items()
+               if not k.startswith('norm')}
+    path = _save(tmp_path, {'state_dict': encoder, 'meta': {}})
+    model = ConvNeXt('atto', version='v2')
+    report = load_pretrained(model, path, prefix=prefix)
+    assert report.layout == 'mmpretrain' and not report.unused
+    assert sorted(report.missing) == sorted(NORM_KEYS)
+    for i in range(4):  # the norms the file lacks: ours, kept at init, in the peer too
+        getattr(peer, f'norm{i}').load_state_dict(getattr(model, f'norm{i}').state_dict())
+    peer.eval()
+    with torch.no_grad():
+        _assert_features_equal(model, peer(X), norms_from_model=False)
+
+
+def test_convert_weights_tool_writes_an_fcmae_encoder(tmp_path, capsys):
+    from .helpers import load_tool
+    fcmae = _fcmae_state_dict(**ATTO)
+    src, dst = _save(tmp_path, {'model': fcmae}, 'fcmae.pt'), str(tmp_path / 'encoder.pth')
+    assert load_tool('convert_weights').main([src, dst]) == 0
+    out = capsys.readouterr().out
+    assert 'converted from the fcmae layout (its 15 decoder tensors left out)' in out
+    written = torch.load(dst)['state_dict']
+    assert detect_layout(written) == 'official'
+    reference = _official_rule(fcmae)
+    assert sorted(written) == sorted(reference)
+    assert all(torch.equal(written[k], reference[k]) for k in reference)

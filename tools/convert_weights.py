@@ -5,8 +5,9 @@ done.
     python tools/convert_weights.py SRC DST [--config CONFIG]                      # whole model
 
 SRC is a file (.pth/.pt/.bin/.safetensors), a Hugging Face model folder or an http(s) URL.
-ImageNet (backbone-only) checkpoints of the official, timm, mmpretrain or transformers layout
-are loaded into a ConvNeXt of the given (default: detected) arch before writing. Whole detector /
+ImageNet (backbone-only) checkpoints of the official, timm, mmpretrain or transformers layout,
+and FCMAE pre-training checkpoints (their encoder; the decoder is left out), are loaded into a
+ConvNeXt of the given (default: detected) arch before writing. Whole detector /
 segmentor checkpoints (this package's, the official releases, the MMDetection 3 / MMSegmentation
 1 zoo, Hugging Face UperNet-ConvNeXt) are checked against CONFIG's model when given (exact fit),
 else their backbone against a ConvNeXt of the detected arch; their class names go along.
@@ -24,9 +25,9 @@ import torch
 from convnext_backbone import ConvNeXt
 from convnext_backbone.archs import describe_arch
 from convnext_backbone.checkpoints import read_checkpoint
-from convnext_backbone.checkpoints.imagenet import (arch_of, backbone_of, convert_state_dict,
-                                                    extract_state_dict, guess_arch,
-                                                    load_converted)
+from convnext_backbone.checkpoints.imagenet import (NOT_BACKBONE_KEYS, arch_of, backbone_of,
+                                                    convert_state_dict, extract_state_dict,
+                                                    guess_arch, load_converted)
 from convnext_backbone.checkpoints.model import (check_model_checkpoint,
                                                  convert_model_checkpoint)
 from convnext_backbone.cli import run_tool
@@ -54,7 +55,13 @@ def convert_imagenet(args, checkpoint: dict) -> tuple:
     report = load_converted(ConvNeXt(arch, version=version), state_dict, source=args.src,
                             layout=layout)
     print(report)
-    return state_dict, {}, f'ConvNeXt {version} {arch}, converted from the {layout} layout'
+    what = f'ConvNeXt {version} {arch}, converted from the {layout} layout'
+    beside = NOT_BACKBONE_KEYS.get(layout)
+    if beside:  # an FCMAE file's decoder is no part of a ConvNeXt checkpoint: not written
+        kept = {k: v for k, v in state_dict.items() if not beside.match(k)}
+        what += f' (its {len(state_dict) - len(kept)} decoder tensors left out)'
+        state_dict = kept
+    return state_dict, {}, what
 
 
 def convert_whole_model(args, checkpoint: dict) -> tuple:

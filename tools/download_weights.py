@@ -9,7 +9,10 @@ a copy in ``checkpoints/``, ``$CONVNEXT_CHECKPOINTS`` or the cache is reused, el
 downloaded into the cache (``$CONVNEXT_CACHE/checkpoints``, default
 ``~/.cache/convnext_backbone/checkpoints``). With --dir the files go into DIR: copy it to the
 offline machines and set ``CONVNEXT_CHECKPOINTS=DIR`` there (or copy it to ``checkpoints/`` in
-the directory training runs from). Prints where each file is, already there or downloaded.
+the directory training runs from). Prints where each file is, already there or downloaded,
+and the terms its weights come with: the official ConvNeXt (V1) weights are MIT, every
+ConvNeXt-V2 file (FCMAE pre-trained or fine-tuned, official or converted) is CC-BY-NC 4.0,
+non-commercial use only (docs/weights.md, "Licences of the weights").
 """
 import argparse
 import glob
@@ -23,6 +26,7 @@ from convnext_backbone.checkpoints import CheckpointError
 from convnext_backbone.checkpoints.download import (cache_dir, checkpoint_path,
                                                     download_checkpoint, file_name_of,
                                                     find_checkpoint, is_url)
+from convnext_backbone.checkpoints.licences import weights_licence
 from convnext_backbone.cli import run_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -31,7 +35,10 @@ PROJECT_CONFIGS = osp.join(ROOT, 'configs', '*.py')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        epilog='ConvNeXt-V2 weights are CC-BY-NC 4.0 (non-commercial use only); the official '
+        'ConvNeXt (V1) weights are MIT. Each URL is printed with its licence.')
     parser.add_argument('configs', nargs='*', help='config files')
     parser.add_argument('--all', action='store_true',
                         help='every config of the project (configs/*.py)')
@@ -99,7 +106,8 @@ def main(argv=None) -> int:
         except CheckpointError as exc:  # report it, and go on with the others
             failed.append(url)
             where = f'FAILED: {exc}'
-        print(f'{url} ({", ".join(users)})\n  {where}')
+        licence = weights_licence(url) or 'not known here: see where the file comes from'
+        print(f'{url} ({", ".join(users)})\n  {where}\n  licence: {licence}')
     if args.dir and not args.dry_run and not failed:
         print(f'On machines without internet: copy {args.dir} there and set '
               f'CONVNEXT_CHECKPOINTS to it, or copy its files to checkpoints/ in the directory '

@@ -7,13 +7,15 @@ compares the converted keys and shapes with the model before anything is copied,
 either loads completely or not at all, and reports what it did.
 
 Supported layouts (docs/weights.md, "ImageNet weights"; their key names in ``from_*`` below):
-``official`` (facebookresearch ConvNeXt / ConvNeXt-V2 and this package), ``timm``, ``mmpretrain``
-and ``transformers`` (``ConvNextModel`` / ``ConvNextV2Model`` and their classifiers). Each
+``official`` (facebookresearch ConvNeXt / ConvNeXt-V2 and this package), ``timm``, ``mmpretrain``,
+``transformers`` (``ConvNextModel`` / ``ConvNextV2Model`` and their classifiers) and ``fcmae``
+(ConvNeXt-V2's self-supervised FCMAE model: a MinkowskiEngine encoder beside its decoder). Each
 ``from_*`` converter refuses a state dict of another layout; ``to_timm`` and ``to_mmpretrain``
 go the other way (the benchmark gives the peers our weights with them).
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -32,6 +34,11 @@ StateDict = Dict[str, torch.Tensor]
 CLASSIFIER_KEYS = re.compile(r'^(head|norm)\.')
 # Keys of the backbone that no classification checkpoint has: the per-stage output norms.
 DENSE_ONLY_KEYS = re.compile(r'^norm[0-3]\.')
+# Keys of an FCMAE pre-training checkpoint beside its encoder (ConvNeXt-V2 models/fcmae.py): the
+# decoder's input projection, mask token, blocks and pixel prediction.
+FCMAE_DECODER_KEYS = re.compile(r'^(proj\.|mask_token$|decoder\.|pred\.)')
+# The keys of each layout that a dense backbone does not use, and does not report as unexpected.
+NOT_BACKBONE_KEYS = {'fcmae': FCMAE_DECODER_KEYS}
 
 
 def extract_state_dict(checkpoint: dict, use_ema: bool = False) -> StateDict:
@@ -57,7 +64,8 @@ def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
 
 # ----------------------------------------------------------------------------------- layouts
 def detect_layout(state_dict: StateDict) -> str:
-    """``'official'``, ``'timm'``, ``'mmpretrain'`` or ``'transformers'``, from marker keys."""
+    """``'official'``, ``'timm'``, ``'mmpretrain'``, ``'transformers'`` or ``'fcmae'``, from
+    marker keys."""
     keys = list(state_dict)
 
     def has(pattern: str) -> bool:
@@ -69,11 +77,14 @@ def detect_layout(state_dict: StateDict) -> str:
         return 'timm'
     if has(r'^(backbone\.)?stages\.\d+\.\d+\.depthwise_conv\.'):
         return 'mmpretrain'
+    if has(r'^encoder\.downsample_layers\.0\.0\.weight$') or (
+            has(r'^downsample_layers\.0\.0\.weight$') and has(r'\.kernel$')):
+        return 'fcmae'  # with its encoder. prefix, or its encoder alone (prefix='encoder.')
     if has(r'^downsample_layers\.0\.0\.weight$'):
         return 'official'
     raise CheckpointError(
         'This is not a ConvNeXt checkpoint of a known layout (official, timm, mmpretrain, '
-        f'transformers); first keys: {shorten(keys, quote=True)}')
+        f'transformers, fcmae); first keys: {shorten(keys, quote=True)}')
 
 
 def _expect_layout(state_dict: StateDict, layout: str) -> None:
@@ -87,6 +98,25 @@ def _expect_layout(state_dict: StateDict, layout: str) -> None:
 def _grn(value: torch.Tensor) -> torch.Tensor:
     # GRN parameters are (C,) in timm and mmpretrain, (1, 1, 1, C) in the official layout.
     return value.reshape(1, 1, 1, -1)
+
+
+def _dense_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """A 2-D MinkowskiEngine convolution kernel -> torch's ``(out, in, k, k)`` weight.
+
+    MinkowskiEngine keeps one ``(C_in, C_out)`` matrix per kernel offset, ``(k*k, C_in, C_out)``,
+    and a depthwise kernel one vector of channels per offset, ``(k*k, C)``. Its offsets run over
+    the two spatial axes in the order opposite to torch's: offset ``a * k + b`` holds torch's
+    weight at row ``b``, column ``a`` (what ConvNeXt-V2's ``remap_checkpoint_keys`` does by
+    reshaping and then swapping the two spatial axes).
+    """
+    k = math.isqrt(kernel.shape[0])
+    if k * k != kernel.shape[0] or kernel.dim() not in (2, 3):
+        raise CheckpointError(f'Not a square 2-D MinkowskiEngine kernel: {tuple(kernel.shape)} '
+                              '(expected (k*k, C) or (k*k, C_in, C_out))')
+    if kernel.dim() == 2:  # depthwise: one input channel per group
+        kernel = kernel.unsqueeze(1)
+    # (column, row, in, out) -> (out, in, row, column)
+    return kernel.unflatten(0, (k, k)).permute(3, 2, 1, 0).contiguous()
 
 
 def _conv1x1_as_linear(value: torch.Tensor) -> torch.Tensor:
@@ -194,6 +224,41 @@ def from_transformers(state_dict: StateDict) -> StateDict:
     return out
 
 
+def from_fcmae(state_dict: StateDict) -> StateDict:
+    """ConvNeXt-V2's FCMAE pre-training checkpoint -> official: the encoder converted (without
+    its ``encoder.`` prefix), the decoder's keys (``FCMAE_DECODER_KEYS``) kept as they are, for
+    the load to report as not used.
+
+    The encoder is a MinkowskiEngine (sparse) ConvNeXt-V2 (models/convnextv2_sparse.py): its
+    stem is dense; its convolutions have a ``kernel`` (see ``_dense_kernel``) and a ``(1, C)``
+    bias; its LayerNorms and Linears hold the torch module as ``ln`` and ``linear``; GRN's
+    ``gamma`` / ``beta`` are ``(1, 4C)``. Keys already in the dense form pass unchanged.
+    """
+    _expect_layout(state_dict, 'fcmae')
+    out = {}
+    for key, value in state_dict.items():
+        if FCMAE_DECODER_KEYS.match(key):
+            out[key] = value
+            continue
+        key = re.sub(r'^encoder\.', '', key)
+        if key.endswith('.kernel'):
+            key, value = key[:-len('kernel')] + 'weight', _dense_kernel(value)
+        key = re.sub(r'\.(ln|linear)\.(weight|bias)$', r'.\2', key)
+        if '.grn.' in key:
+            value = _grn(value)
+        elif key.endswith('.bias'):
+            value = value.reshape(-1)  # MinkowskiEngine's convolution biases are (1, C)
+        out[key] = value
+    return out
+
+
+def from_official(state_dict: StateDict) -> StateDict:
+    """Official -> official: the same tensors, except GRN parameters stored flat (``(C,)`` or
+    ``(1, C)``: the sparse FCMAE encoder keeps them as ``(1, C)``, and a file converted from it
+    by hand may too), which take the official ``(1, 1, 1, C)``."""
+    return {k: _grn(v) if '.grn.' in k and v.dim() != 4 else v for k, v in state_dict.items()}
+
+
 def to_timm(state_dict: StateDict, conv_mlp: bool = False) -> StateDict:
     """Official -> timm (the inverse of ``from_timm``). ``conv_mlp``: the MLP as 1x1
     convolutions, as timm builds its atto..nano models (``conv_mlp=True``)."""
@@ -223,10 +288,11 @@ def to_mmpretrain(state_dict: StateDict, dense: bool = True) -> StateDict:
 
 
 CONVERTERS: Dict[str, Callable[[StateDict], StateDict]] = {
-    'official': lambda state_dict: state_dict,
+    'official': from_official,
     'timm': from_timm,
     'mmpretrain': from_mmpretrain,
     'transformers': from_transformers,
+    'fcmae': from_fcmae,
 }
 
 
@@ -282,8 +348,8 @@ class LoadReport:
     def __str__(self) -> str:
         return (f'Loaded ConvNeXt weights from {self.source} ({self.layout} layout): '
                 f'{len(self.loaded)} tensors loaded\n'
-                f'  model keys not in the checkpoint ({len(self.missing)}): '
-                f'{_summarize(self.missing)}\n'
+                f'  model keys not in the checkpoint, kept at their initialisation '
+                f'({len(self.missing)}): {_summarize(self.missing)}\n'
                 f'  checkpoint keys not used ({len(self.unused)}): {_summarize(self.unused)}')
 
 
@@ -295,17 +361,20 @@ def _summarize(keys: List[str]) -> str:
     for key in keys:
         module, _, leaf = key.rpartition('.')
         groups.setdefault(module, []).append(leaf)
-    return ', '.join(f'{m}.{{{",".join(v)}}}' if len(v) > 1 else f'{m}.{v[0]}'
+    return ', '.join(', '.join(v) if not m else  # top-level keys (FCMAE's mask_token)
+                     f'{m}.{{{",".join(v)}}}' if len(v) > 1 else f'{m}.{v[0]}'
                      for m, v in groups.items())
 
 
 def check_state_dict(model: nn.Module, state_dict: StateDict, strict: bool = True,
-                     source: str = 'checkpoint') -> Tuple[List[str], List[str]]:
+                     source: str = 'checkpoint',
+                     layout: str = 'official') -> Tuple[List[str], List[str]]:
     """Compare an official-layout state dict with the model before loading anything.
 
     Returns (missing, unused) keys. Raises ``CheckpointError`` on any shape mismatch (naming the
     key, both shapes and the checkpoint's arch), and, with ``strict``, on missing keys other than
-    the dense output norms or unused keys other than the classifier.
+    the dense output norms or unused keys other than those the source ``layout`` has beside a
+    backbone (``NOT_BACKBONE_KEYS``: FCMAE's decoder; the classifier for the others).
     """
     expected = model.state_dict()
     for key, value in state_dict.items():
@@ -321,7 +390,8 @@ def check_state_dict(model: nn.Module, state_dict: StateDict, strict: bool = Tru
     unused = [k for k in state_dict if k not in expected]
     if strict:
         bad_missing = [k for k in missing if not DENSE_ONLY_KEYS.match(k)]
-        bad_unused = [k for k in unused if not CLASSIFIER_KEYS.match(k)]
+        beside = NOT_BACKBONE_KEYS.get(layout, CLASSIFIER_KEYS)
+        bad_unused = [k for k in unused if not beside.match(k)]
         if bad_missing or bad_unused:
             arch, version = guess_arch(state_dict)
             raise CheckpointError(
@@ -350,8 +420,8 @@ def load_pretrained(model: nn.Module,
             detector's or segmentor's checkpoint needs none: its ``backbone.`` part is taken.
         map_location (str): Device to read tensors to.
         strict (bool): Raise on keys that are missing or unused other than the expected ones
-            (the dense output norms; the classifier head and final norm). Shape mismatches
-            always raise.
+            (the dense output norms; the classifier head and final norm, or an FCMAE
+            checkpoint's decoder). Shape mismatches always raise.
         use_ema (bool): Load the ``model_ema`` copy of an official checkpoint.
     """
     state_dict = extract_state_dict(read_checkpoint(checkpoint, map_location), use_ema)
@@ -374,7 +444,7 @@ def load_converted(model: nn.Module, state_dict: StateDict, strict: bool = True,
                    source: str = 'checkpoint', layout: str = 'official') -> LoadReport:
     """Check an official-layout state dict against the model (``check_state_dict``), then
     load it: all of it or, on any error, nothing. Logs and returns the report."""
-    missing, unused = check_state_dict(model, state_dict, strict, source=source)
+    missing, unused = check_state_dict(model, state_dict, strict, source=source, layout=layout)
     loadable = {k: v for k, v in state_dict.items() if k not in unused}
     model.load_state_dict(loadable, strict=False)
     report = LoadReport(source, layout, sorted(loadable), missing, unused)

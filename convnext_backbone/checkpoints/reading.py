@@ -65,9 +65,10 @@ def _read_torch(path: str, map_location: str) -> dict:
     except pickle.UnpicklingError as exc:
         # weights_only refuses any object that is not a tensor, a plain container or allowed.
         raise CheckpointError(
-            f'Refusing to load {path}: it holds pickled objects other than tensors, which '
-            f'could run code when unpickled. Re-save its state dict alone, e.g. with '
-            f'tools/convert_weights.py in a trusted environment. ({exc})') from exc
+            f'Refusing to load {path}: it holds pickled objects other than tensors (e.g. a '
+            f'training run\'s args), which could run code when unpickled. If you trust the '
+            f'file, re-save its weights alone: torch.save(torch.load(path, weights_only=False)'
+            f'[\'model\'], new_path) (or the key that holds them). ({exc})') from exc
     except Exception as exc:
         raise CheckpointError(f'Cannot read checkpoint {path} (truncated, corrupt or not a '
                               f'PyTorch file?): {exc}') from exc
