@@ -63,9 +63,12 @@ def coco(tmp_path, annotations, images=2, sizes=None, categories=(('cat', 1), ('
 
 
 def mmdet_dataset(cfg):
-    """mmdet's CocoDataset of the config's train dict, built as the Runner builds it."""
+    """mmdet's CocoDataset of the config's train dict, built as the Runner builds it but for
+    the serialisation of its list (the same list, packed; its gc.collect() takes half a second
+    in a process that has imported torch and mmdet)."""
     with DefaultScope.overwrite_default_scope('mmdet'):
-        return DATASETS.build(dict(cfg.train_dataloader.dataset, pipeline=[]))
+        return DATASETS.build(dict(cfg.train_dataloader.dataset, pipeline=[],
+                                   serialize_data=False))
 
 
 def check(cfg, **kwargs):
@@ -76,7 +79,7 @@ def assert_table_is_mmdets(report, cfg):
     """The split's images and instances per class are those of mmdet's dataset, and the
     check's rules predict it (no 'keeps other instances' warning)."""
     dataset = mmdet_dataset(cfg)
-    infos = [dataset.get_data_info(i) for i in range(len(dataset))]  # data_list: serialised
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
     counts = Counter(i['bbox_label'] for info in infos for i in info['instances']
                      if not i['ignore_flag'])
     split = report.splits[0]
@@ -188,6 +191,66 @@ def test_a_file_mmdet_cannot_parse_is_named_with_the_other_errors(tmp_path):
     message = str(info.value)
     assert "its CocoDataset cannot be built from the config (KeyError: 'area')" in message
     assert '1 image ids that annotations refer to are not in its images: 4' in message
+
+
+def test_the_dataset_decides_what_it_drops_and_leaves_out(tmp_path):
+    """A CocoDataset with rules of its own (boxes under 5 px wide dropped, c.jpg left out): the
+    table and the words follow what it does, as the check asks the dataset, not a copy of
+    CocoDataset's rules."""
+    from mmdet.datasets import CocoDataset
+    from mmdet.registry import DATASETS as MMDET_DATASETS
+
+    @MMDET_DATASETS.register_module(force=True)
+    class PickyCocoDataset(CocoDataset):
+        def parse_data_info(self, raw_data_info):
+            info = super().parse_data_info(raw_data_info)
+            info['instances'] = [i for i in info['instances'] if i['bbox'][2] - i['bbox'][0] >= 5]
+            return info
+
+        def filter_data(self):
+            return [i for i in super().filter_data() if not i['img_path'].endswith('c.jpg')]
+    cfg = coco(tmp_path, [box(1), box(2, image_id=2, bbox=(2, 2, 3, 8)), box(3, image_id=3)],
+               images=3)
+    cfg.train_dataloader.dataset.type = 'PickyCocoDataset'
+    report = check(cfg)
+    assert_table_is_mmdets(report, cfg)
+    assert report.splits[0].per_class == Counter({0: 1})
+    assert warned(report, '1 annotations are dropped by the dataset by a rule of its own; '
+                  'annotation ids 2')
+    assert warned(report, '1 images are left out by its PickyCocoDataset for another reason '
+                  '(indices, or its own filter): c.jpg')
+
+
+def test_masks_that_mmdets_loader_ignores(tmp_path):
+    """An instance whose every polygon has fewer than 3 points is ignored by mmdet's
+    LoadAnnotations; one with a good polygon beside a bad one is not."""
+    one_bad, good_and_bad = box(1), box(2, image_id=2)
+    one_bad['segmentation'] = [[1, 1, 5, 5]]
+    good_and_bad['segmentation'].append([1, 1, 5, 5])
+    cfg = coco(tmp_path, [one_bad, good_and_bad],
+               pipeline=[dict(type='LoadImageFromFile'),
+                         dict(type='LoadAnnotations', with_bbox=True, with_mask=True)])
+    report = check(cfg)
+    assert warned(report, "1 annotations have polygons of fewer than 3 points (or masks it "
+                  "cannot read): mmdet's LoadAnnotations ignores those instances"), report.warnings
+
+
+def test_label_maps_of_16_bits_wrap_as_mmseg_reads_them(tmp_path):
+    """mmseg casts a label map to uint8: a 16-bit file's 257 is label 1 in training. The table
+    counts what training sees; a warning names the file."""
+    for folder in ('images', 'labels'):
+        (tmp_path / folder).mkdir()
+    write_image(tmp_path / 'images' / 'a.jpg')
+    Image.fromarray(np.full((H, W), 257, np.uint16)).save(tmp_path / 'labels' / 'a.png')
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path), img_suffix='.jpg',
+                   seg_map_suffix='.png', data_prefix=dict(img_path='images',
+                                                           seg_map_path='labels'),
+                   metainfo=dict(classes=('a', 'b')), pipeline=[dict(type='LoadImageFromFile')])
+    report = check(Config(dict(default_scope='mmseg', train_dataloader=dict(dataset=dataset))))
+    assert report.splits[0].per_class == Counter({1: W * H})
+    assert warned(report, '1 label maps have 16 or 32 bits a pixel, which mmseg\'s '
+                  'LoadAnnotations casts to 8 (uint8): labels above 255 would wrap round (the '
+                  f"table counts them as it will): {tmp_path / 'labels' / 'a.png'} (I;16)")
 
 
 # ------------------------------------------------------------------------------ image files

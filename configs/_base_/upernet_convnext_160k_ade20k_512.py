@@ -1,12 +1,10 @@
-# ADE20K at 512x512 for the UPerNet-ConvNeXt recipe: mmseg's ADE20K pipelines, 2 images
-# per GPU, sliding-window test with stride 341 (two thirds of the crop, as in the paper).
+# ADE20K at 512x512 for the UPerNet-ConvNeXt recipe: mmseg's ADE20K data (pipelines, loaders
+# of 1 image for validation, metric, and the tta_pipeline that tools/test.py --tta evaluates
+# with mmseg's default SegTTAModel), 2 training images per GPU, sliding-window test with
+# stride 341 (two thirds of the crop, as in the paper).
 _base_ = ['./upernet_convnext_160k.py', 'mmseg::_base_/datasets/ade20k.py']
 crop_size = (512, 512)
 model = dict(
     data_preprocessor=dict(size=crop_size),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
-test_dataloader = val_dataloader
-# Multi-scale + flip evaluation: tools/test.py CONFIG CKPT --tta (mmseg's ADE20K tta_pipeline).
-tta_model = dict(type='SegTTAModel')

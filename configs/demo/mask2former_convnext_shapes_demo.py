@@ -3,12 +3,24 @@
 # Changed from the parent: data, image and crop size, schedule (and lr, with a warm-up: trained
 # from scratch, no ImageNet weights) and size (ConvNeXt-atto; a 64-channel head with 20
 # queries, 2 pixel-decoder and 3 decoder layers, 1024 sampled points per mask). The losses,
-# their weights, the matching and the gradient clipping stay the parent's.
-_base_ = ['../mask2former_convnext_t.py']
+# their weights, the matching and the gradient clipping stay the parent's. The data and
+# schedule are the segmentation demos' (../_base_/ade_shapes_demo.py, which says why they are
+# taken by name), but for the parent's poly power (0.9) and no best-mIoU checkpoint.
+_base_ = ['../mask2former_convnext_t.py', '../_base_/ade_shapes_demo.py']
 
-data_root = 'data/ade_shapes/ADEChallengeData2016'
-size = 128
-crop_size = (size, size)
+data_root = _base_.ade_shapes_demo.data_root
+crop_size = _base_.ade_shapes_demo.crop_size
+train_pipeline = _base_.ade_shapes_demo.train_pipeline
+test_pipeline = _base_.ade_shapes_demo.test_pipeline
+train_dataloader = _base_.ade_shapes_demo.train_dataloader
+val_dataloader = _base_.ade_shapes_demo.val_dataloader
+test_dataloader = val_dataloader
+train_cfg = _base_.ade_shapes_demo.train_cfg
+param_scheduler = [_base_.ade_shapes_demo.param_scheduler[0],
+                   dict(_base_.ade_shapes_demo.param_scheduler[1], power=0.9)]
+default_hooks = dict(_base_.ade_shapes_demo.default_hooks, checkpoint=dict(
+    _base_.ade_shapes_demo.default_hooks.checkpoint, save_best=None))
+
 channels = 64  # the head's width (256 in the parent)
 attention = dict(embed_dims=channels)
 ffn = dict(embed_dims=channels, feedforward_channels=4 * channels)
@@ -29,37 +41,4 @@ model = dict(
             num_layers=3,
             layer_cfg=dict(self_attn_cfg=attention, cross_attn_cfg=attention, ffn_cfg=ffn)),
         train_cfg=dict(num_points=1024)))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(4 * size, size), ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(4 * size, size), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-max_iters = 600
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='PolyLR', power=0.9, begin=50, end=max_iters, eta_min=0.0, by_epoch=False),
-]
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-default_hooks = dict(logger=dict(interval=20),
-                     checkpoint=dict(by_epoch=False, interval=max_iters // 2, max_keep_ckpts=2,
-                                     save_best=None))
-randomness = dict(seed=0)

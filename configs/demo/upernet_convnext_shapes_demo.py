@@ -1,12 +1,21 @@
 # The built-in segmentation demo: configs/upernet_convnext_t.py on generated ADE20K-layout scenes
 # (tools/make_demo_data.py ade), small enough to learn on 2 CPU cores in minutes.
 # Changed from the parent: data, image and crop size, schedule (and lr: trained from scratch,
-# no ImageNet weights) and width (ConvNeXt-atto, narrow UPerNet and FCN heads).
-_base_ = ['../upernet_convnext_t.py']
+# no ImageNet weights) and width (ConvNeXt-atto, narrow UPerNet and FCN heads). The data and
+# schedule are the segmentation demos' (../_base_/ade_shapes_demo.py, which says why they are
+# taken by name).
+_base_ = ['../upernet_convnext_t.py', '../_base_/ade_shapes_demo.py']
 
-data_root = 'data/ade_shapes/ADEChallengeData2016'
-size = 128
-crop_size = (size, size)
+data_root = _base_.ade_shapes_demo.data_root
+crop_size = _base_.ade_shapes_demo.crop_size
+train_pipeline = _base_.ade_shapes_demo.train_pipeline
+test_pipeline = _base_.ade_shapes_demo.test_pipeline
+train_dataloader = _base_.ade_shapes_demo.train_dataloader
+val_dataloader = _base_.ade_shapes_demo.val_dataloader
+test_dataloader = val_dataloader
+train_cfg = _base_.ade_shapes_demo.train_cfg
+param_scheduler = _base_.ade_shapes_demo.param_scheduler
+default_hooks = _base_.ade_shapes_demo.default_hooks
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -14,36 +23,4 @@ model = dict(
     decode_head=dict(in_channels=[40, 80, 160, 320], channels=64),
     auxiliary_head=dict(in_channels=160, channels=32),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(85, 85)))
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(4 * size, size), ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(4 * size, size), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1, num_workers=1,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-
-max_iters = 600
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='PolyLR', power=1.0, begin=50, end=max_iters, eta_min=0.0, by_epoch=False),
-]
 optim_wrapper = dict(optimizer=dict(lr=2e-3), paramwise_cfg=dict(num_layers='auto'))
-default_hooks = dict(logger=dict(interval=20),
-                     checkpoint=dict(by_epoch=False, interval=max_iters // 2, max_keep_ckpts=2))
-randomness = dict(seed=0)  # the demo figures (docs/demos.md) come from this seed

@@ -6,6 +6,6 @@ Needs mmengine, numpy and Pillow; the dataset classes come from mmdet / mmseg th
 registry when a check needs them.
 """
 from ..errors import DataError
-from .check import DataReport, check_dataset, config_classes
+from .check import DataReport, check_dataset
 from .configure import class_heads, fit_config_to_data, innermost_dataset, palette_for
 from .layouts import DataLayout, find_layout, parse_split_overrides
