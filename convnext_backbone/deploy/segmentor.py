@@ -146,7 +146,8 @@ class SegmentorForExport(nn.Module):
             return x, height, width
         return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_val), height, width
 
-    def _mask_classification_logits(self, features, size) -> torch.Tensor:
+    def _mask_classification_logits(self, features: Sequence[torch.Tensor],
+                                    size: Sequence[int]) -> torch.Tensor:
         """mmseg's ``Mask2FormerHead.predict``: the last decoder layer's masks upsampled to the
         padded input's ``size``, the class scores (softmax without "no object") times the
         mask sigmoids, summed over the queries.
