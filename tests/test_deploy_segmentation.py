@@ -1,7 +1,7 @@
-"""ONNX export of the segmentors (UPerNet): the exported file, run by the runtime
-(onnxruntime, numpy, OpenCV), gives PyTorch's (mmseg's) logits and label maps, whole-image and
-in sliding windows, fixed-size and for any size; tools/test.py gives PyTorch's mIoU; misfits are
-refused in words and leave no file."""
+"""ONNX export of the segmentors (UPerNet, DeepLabV3+, Mask2Former): the exported file, run by
+the runtime (onnxruntime, numpy, OpenCV), gives PyTorch's (mmseg's) logits and label maps,
+whole-image and in sliding windows, fixed-size and for any size; tools/test.py gives PyTorch's
+mIoU; misfits are refused in words and leave no file."""
 import glob
 import hashlib
 import json
@@ -9,6 +9,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -26,9 +27,10 @@ from convnext_backbone.deploy.runtime import (DeployError, OnnxModel, resize_bil
                                               slide_windows)
 from convnext_backbone.deploy.segmentor import ExactAdaptiveAvgPool2d, SegmentorForExport
 
-from .helpers import ADE_DEMO, ROOT, build, run_tool, save, tool_output
+from .helpers import ADE_DEMO, ROOT, build, model_config, run_tool, save, tool_output
 
 V2 = dict(version='v2', layer_scale_init_value=None)
+MASK2FORMER_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask2former_convnext_shapes_demo.py')
 
 
 def spatial_(model):
@@ -184,6 +186,150 @@ def test_deeplabv3plus_at_output_stride_16_agrees_at_every_size(tmp_path):
     assert_file_is_pytorch(OnnxModel(str(tmp_path / 'any.onnx')), model, [(128, 128), (97, 131)])
 
 
+class _DeformableAttention(torch.nn.Module):
+    """mmcv's ``multi_scale_deformable_attn_pytorch`` on feature maps of any size, the levels'
+    shapes read from them as mmdet's pixel decoder reads them."""
+
+    def forward(self, locations, weights, *maps):
+        from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+        heads = locations.shape[2]
+        shapes = torch.stack([torch._shape_as_tensor(m)[2:] for m in maps])
+        value = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+        value = value.reshape(value.shape[0], value.shape[1], heads, -1)
+        return multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
+
+
+def test_deformable_attention_exports_as_grid_sample(tmp_path):
+    """Multi-scale deformable attention as mmcv's pure-PyTorch reference computes it, traced
+    once: ONNX GridSample (bilinear, zeros padding, align_corners=False) gives it at other
+    level sizes and query counts, points outside the maps included."""
+    import onnx
+    heads, dims, points = 4, 8, 3
+    generator = torch.Generator().manual_seed(0)
+
+    def inputs(sizes, queries):
+        maps = [torch.randn(1, heads * dims, h, w, generator=generator) for h, w in sizes]
+        shape = (1, queries, heads, len(sizes), points)
+        locations = torch.rand(*shape, 2, generator=generator) * 1.4 - 0.2  # 0.2 beyond
+        weights = torch.rand(*shape, generator=generator).softmax(-1)
+        return [locations, weights, *maps]
+
+    names = ['locations', 'weights', 'map0', 'map1', 'map2']
+    axes = {'locations': {1: 'queries'}, 'weights': {1: 'queries'},
+            **{f'map{i}': {2: f'h{i}', 3: f'w{i}'} for i in range(3)}}
+    path = str(tmp_path / 'msda.onnx')
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
+        torch.onnx.export(_DeformableAttention(), tuple(inputs([(12, 16), (6, 8), (3, 4)], 50)),
+                          path, dynamo=False, opset_version=17, input_names=names,
+                          output_names=['out'], dynamic_axes=axes)
+    assert [n.op_type for n in onnx.load(path).graph.node].count('GridSample') == 3
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    for sizes, queries in (([(12, 16), (6, 8), (3, 4)], 50), ([(25, 17), (13, 9), (7, 5)], 31)):
+        tensors = inputs(sizes, queries)
+        expected = _DeformableAttention()(*tensors).numpy()
+        (ours, ) = session.run(None, {n: t.numpy() for n, t in zip(names, tensors)})
+        assert ours.shape == (1, queries, heads * dims)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def _mask_features(model, image):
+    """The pixel decoder's mask features (1, C, h, w) of an (H, W, 3) uint8 BGR image."""
+    preprocessor = model.data_preprocessor
+    x = torch.from_numpy(image).permute(2, 0, 1)[None, [2, 1, 0]].float()
+    features = model.extract_feat((x - preprocessor.mean) / preprocessor.std)
+    return model.decode_head.pixel_decoder(features)[0]
+
+
+def mask2former_spatial_(model, image, flat):
+    """Random Mask2Former weights whose label maps vary over the image, and whose first
+    attention mask of one query is empty on the image ``flat``. With ``spatial_`` alone every
+    query's mask is nearly constant (its logits' std 0.04 over the pixels) and its class
+    scores nearly uniform: one class everywhere. Here the mask features are centred on
+    ``image`` (their mean over its pixels taken off by their bias), so that each mask covers
+    part of it; the masks (std 10 on ``image`` at the first layer) and the class scores (x40)
+    are sharpened; the decoder layers' residual branches are damped (x0.3: random layers mix
+    the queries into a few alike ones; over the T config's 9 layers, 71 distinct top classes
+    became 3). The first masks are the learned queries e_q (no image in them) dotted with the
+    mask features: a bias b with e_q . b = -(1 + the mask's highest value on ``flat``) for the
+    query nearest to empty there and 0 for the others empties that one alone.
+
+    Args:
+        image, flat (np.ndarray): (H, W, 3) uint8 BGR images as the graph takes them.
+    """
+    spatial_(model)
+    head = model.decode_head
+    with torch.no_grad():
+        for layer in head.transformer_decoder.layers:
+            for linear in (layer.cross_attn.attn.out_proj, layer.self_attn.attn.out_proj,
+                           layer.ffn.layers[-2]):
+                linear.weight.mul_(0.3)
+        head.cls_embed.weight.mul_(40)
+        features = _mask_features(model, image)
+        mean = features.mean((0, 2, 3))
+        head.pixel_decoder.mask_feature.bias.sub_(mean)
+        queries = head.mask_embed(head.transformer_decoder.post_norm(head.query_feat.weight))
+        scale = 10 / torch.einsum('qc,bchw->bqhw', queries, features - mean[:, None, None]).std()
+        head.mask_embed[-1].weight.mul_(scale)
+        queries = queries * scale
+        highest = torch.einsum('qc,bchw->bqhw', queries, _mask_features(model, flat)).amax(
+            (0, 2, 3))
+        query = int(highest.argmin())
+        target = torch.zeros(len(queries))
+        target[query] = -(1 + highest[query].clamp_min(0))
+        head.pixel_decoder.mask_feature.bias.add_(torch.linalg.pinv(queries) @ target)
+    return model
+
+
+def test_mask2former_dynamic_file_gives_mmsegs_predictions(tmp_path, monkeypatch):
+    """Mask2Former (deformable pixel decoder as GridSample, masked-attention decoder, mmseg's
+    predict): one --dynamic file, traced at 200x232, gives mmseg's test step on images of
+    128x128, 97x131 and 131x97 (the test resize makes them 128x173 and 173x128, the graph
+    pads those to 128x192 and 192x128): logits to 1e-4 of their largest magnitude, label maps
+    >= 99.9% equal. The decoder's attention masks cover part of the keys; on a flat image one
+    query's mask is empty (mmdet attends everywhere instead: without it, NaN)."""
+    rng = np.random.RandomState(0)
+    images = {f'{h}x{w}.png': rng.randint(0, 256, (h, w, 3)).astype(np.uint8)
+              for h, w in ((128, 128), (97, 131), (131, 97))}
+    images['flat.png'] = np.full((128, 128, 3), (200, 140, 90), np.uint8)  # no resize, no pad
+    for name, image in images.items():
+        Image.fromarray(image[..., ::-1]).save(tmp_path / name)  # an RGB file of the BGR array
+    model = mask2former_spatial_(build(MASK2FORMER_DEMO), images['128x128.png'],
+                                 images['flat.png'])
+    cfg = model_config(MASK2FORMER_DEMO)
+    out = str(tmp_path / 'm2f.onnx')
+    export_onnx(cfg, save(tmp_path, model.state_dict()), out, dynamic=True)
+    import onnx
+    graph = onnx.load(out).graph
+    assert sum(n.op_type == 'GridSample' for n in graph.node) == 6  # 2 layers x 3 levels
+    onnx_model = OnnxModel(out)
+    assert onnx_model.input_shape is None and onnx_model.meta['test_mode'] == 'whole'
+
+    masks = []  # the attention masks of mmseg's runs, (heads, queries, keys), per layer
+    forward_head = model.decode_head._forward_head
+
+    def recording(*args):
+        cls_pred, mask_pred, attn_mask = forward_head(*args)
+        masks.append(attn_mask)
+        return cls_pred, mask_pred, attn_mask
+
+    monkeypatch.setattr(model.decode_head, '_forward_head', recording)
+    layers = len(model.decode_head.transformer_decoder.layers)
+    for name in images:
+        masks.clear()
+        result = onnx_model(str(tmp_path / name))
+        logits, labels = mmseg_prediction(model, cfg, str(tmp_path / name))
+        assert_close(result.logits, logits)
+        assert (result.labels == labels).mean() >= 0.999
+        used = masks[:layers]  # the last layer's masks are not used
+        if name == 'flat.png':
+            assert bool(used[0].all(-1).any())  # an empty mask
+        else:
+            assert len(np.unique(labels)) > 3  # a real label map, not one class everywhere
+            assert all(0.2 < float(m.float().mean()) < 0.8 for m in used)
+
+
 def test_metadata(demo):
     import onnx
     props = {p.key: json.loads(p.value) for p in onnx.load(demo['onnx']).metadata_props}
@@ -253,12 +399,9 @@ def test_file_for_other_classes_or_config_is_refused(demo):
 def test_unhandled_head_is_refused(demo):
     model = build(ADE_DEMO)
     model.decode_head = torch.nn.Identity()
-    with pytest.raises(DeployError, match='handles the decode heads UPerHead.*has a Identity'):
+    with pytest.raises(DeployError, match='handles the decode heads UPerHead.*Mask2FormerHead; '
+                       'this config has a Identity'):
         SegmentorForExport(model)
-    mask2former = build(osp.join(ROOT, 'configs', 'demo', 'mask2former_convnext_shapes_demo.py'))
-    with pytest.raises(DeployError, match='DepthwiseSeparableASPPHead; this config has a '
-                       'Mask2FormerHead'):
-        SegmentorForExport(mask2former)
 
 
 # ------------------------------------------------------------------------------ run time

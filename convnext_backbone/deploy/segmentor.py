@@ -7,6 +7,15 @@ head, which mmseg runs in training only), the resize of the logits to the input'
 label map. Resizing the image before, sliding windows and the resize to the original image
 after are the runtime's (``deploy.runtime``), as in mmseg they are the pipeline's and
 ``slide_inference``'s.
+
+Mask2Former's head is traced as mmseg's ``predict`` runs it, mmdet's and mmcv's code unchanged
+(its last step, class scores times mask sigmoids, is written out: see
+``SegmentorForExport._mask_classification_logits``). On CPU tensors mmcv's
+``MultiScaleDeformableAttention`` takes its pure-PyTorch path
+(``multi_scale_deformable_attn_pytorch``: ``F.grid_sample``, exported as ONNX ``GridSample``),
+and every size the pixel decoder and the masked-attention decoder use (the levels' shapes,
+their start indices, the split of the encoder's output, the attention masks' size) is read
+from the traced features, so the graph follows the input's size.
 """
 from __future__ import annotations
 
@@ -23,7 +32,10 @@ from .inputs import ImageInput
 # What the exporter handles: mmseg's segmentors and decode heads it was checked against.
 SEGMENTORS = ('EncoderDecoder', )
 # (DeepLabV3+'s ASPP pools the image to 1x1, which ExactAdaptiveAvgPool2d makes exact.)
-DECODE_HEADS = ('UPerHead', 'FCNHead', 'PSPHead', 'ASPPHead', 'DepthwiseSeparableASPPHead')
+DECODE_HEADS = ('UPerHead', 'FCNHead', 'PSPHead', 'ASPPHead', 'DepthwiseSeparableASPPHead',
+                'Mask2FormerHead')
+# Heads that classify masks: their ``predict`` gives the logits at the padded input's size.
+MASK_CLASSIFICATION_HEADS = ('Mask2FormerHead', )
 
 
 def _bin_weights(size_in, size_out: int) -> torch.Tensor:
@@ -109,6 +121,7 @@ class SegmentorForExport(nn.Module):
         self.backbone = segmentor.backbone
         self.neck = segmentor.neck if segmentor.with_neck else None
         self.decode_head = segmentor.decode_head
+        self.mask_classification = type(self.decode_head).__name__ in MASK_CLASSIFICATION_HEADS
         self.image_input = ImageInput(preprocessor)
         test_cfg = preprocessor.test_cfg or {}
         self.pad_size = test_cfg.get('size')  # (h, w) to pad to, or None
@@ -133,17 +146,34 @@ class SegmentorForExport(nn.Module):
             return x, height, width
         return F.pad(x, (0, pad_w, 0, pad_h), value=self.pad_val), height, width
 
+    def _mask_classification_logits(self, features: Sequence[torch.Tensor],
+                                    size: Sequence[int]) -> torch.Tensor:
+        """mmseg's ``Mask2FormerHead.predict``: the last decoder layer's masks upsampled to the
+        padded input's ``size``, the class scores (softmax without "no object") times the
+        mask sigmoids, summed over the queries.
+
+        NOTE: the sigmoid is written out as PyTorch's CPU kernel computes it, 1 / (1 + exp(-x))
+        (within 3e-7 of ``torch.sigmoid``, relative): onnxruntime's Sigmoid is exact to about
+        1e-7 absolute only (0 below -18; 3.6e-7 for PyTorch's 3.1e-7 at -15), and where every
+        mask is off those small values decide the label (measured on the T config at 512x512
+        with random weights: up to 247 labels differed with Sigmoid, none written out)."""
+        cls_scores, mask_preds = self.decode_head(features, [])  # data samples unused
+        masks = F.interpolate(mask_preds[-1], size=size, mode='bilinear', align_corners=False)
+        scores = F.softmax(cls_scores[-1], dim=-1)[..., :-1]
+        return torch.einsum('bqc,bqhw->bchw', scores, torch.reciprocal(1 + torch.exp(-masks)))
+
     def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x, height, width = self._pad(self.image_input(image))
         features = self.backbone(x)
         if self.neck is not None:
             features = self.neck(features)
-        logits = self.decode_head(features)
-        # decode_head.predict_by_feat: to the (padded) input's size; then the padding is cut
-        # off as in postprocess_result.
-        logits = F.interpolate(logits, size=x.shape[-2:], mode='bilinear',
-                               align_corners=self.align_corners)
-        logits = logits[:, :, :height, :width]
+        if self.mask_classification:
+            logits = self._mask_classification_logits(features, x.shape[-2:])
+        else:
+            # decode_head.predict_by_feat: to the (padded) input's size
+            logits = F.interpolate(self.decode_head(features), size=x.shape[-2:],
+                                   mode='bilinear', align_corners=self.align_corners)
+        logits = logits[:, :, :height, :width]  # the padding cut off, as postprocess_result
         if self.binary:
             labels = (logits.sigmoid()[:, 0] > self.threshold).long()
         else:
