@@ -440,3 +440,42 @@ def test_runner_load_checkpoint_honours_strict_and_refuses_revise_keys(tmp_path)
     runner.load_checkpoint(path)  # not strict: the class layers re-initialised
     assert not torch.equal(model.backbone.stages[0][0].pwconv1.weight,
                            before['backbone.stages.0.0.pwconv1.weight'])
+
+
+def test_ema_hook_gets_the_weights_the_model_loads(tmp_path):
+    """An EMAHook (RTMDet's configs) is shown the converted state dict, as mmengine shows it
+    what it loads: evaluating a zoo file, its averaged copy gets the file's weights (not its
+    mmpretrain keys, which its lenient load would skip); resuming, the model gets the saved
+    source weights and the copy the saved averages, as mmengine's swap makes them."""
+    from mmengine.hooks import EMAHook
+
+    def runner_with_ema(purpose):
+        model = build(RTMDET_DEMO)
+        runner = _bare_runner(model, purpose)
+        runner._resume = purpose == 'resume'
+        hook = EMAHook(ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True)
+        runner._hooks = [hook]
+        with DefaultScope.overwrite_default_scope('mmdet'):  # mmdet's ExpMomentumEMA
+            hook.before_run(runner)
+        return runner, model, hook.ema_model.module
+
+    zoo = build(RTMDET_DEMO, new_backbone=MMPRETRAIN_STAGES_1_3)
+    runner, model, averaged = runner_with_ema('eval')
+    runner.load_checkpoint(save(tmp_path, zoo.state_dict(), 'zoo.pth'))
+    theirs = averaged.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(theirs[key], value), key
+    assert torch.equal(model.bbox_head.rtm_cls[0].weight, zoo.bbox_head.rtm_cls[0].weight)
+
+    # A training checkpoint as EMAHook saves it: the averages in state_dict, the source
+    # weights in ema_state_dict ('module.' keys).
+    source, averages = build(RTMDET_DEMO).state_dict(), build(RTMDET_DEMO).state_dict()
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save({'meta': {'epoch': 1, 'iter': 10}, 'state_dict': averages,
+                'ema_state_dict': {'steps': torch.tensor(10),
+                                   **{f'module.{k}': v for k, v in source.items()}}}, path)
+    runner, model, averaged = runner_with_ema('resume')
+    runner.load_checkpoint(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, source[key]) and torch.equal(averaged.state_dict()[key],
+                                                               averages[key]), key
