@@ -91,17 +91,27 @@ def test_rtmdet_demo_file_matches_mmdet(images, tmp_path):
 
 
 @pytest.mark.slow
-def test_rtmdet_l_convnext_b_640_file_matches_mmdet(images, tmp_path):
-    """configs/rtmdet_l_convnext_b.py as it is (ConvNeXt-B, CSPNeXtPAFPN, GroupNorm, nms_pre
-    30000, resize and pad to 640x640), random weights: detections matched one to one."""
-    test_cfg = dict(score_thr=0.3, max_per_img=100)
-    model = separated_(build(RTMDET_L_B, test_cfg=test_cfg))
+def test_rtmdet_l_convnext_b_file_matches_mmdet(images, tmp_path):
+    """configs/rtmdet_l_convnext_b.py (ConvNeXt-B, CSPNeXtPAFPN, GroupNorm, 80 classes, nms_pre
+    30000), random weights, its test resize and pad made 320x320: detections matched one to
+    one, the config's max_per_img (300) cutting them. Class logits x 3 (their largest about
+    6: scores up to 0.998, where float32 still tells them apart; x 10 rounds the best to 1.0,
+    ties), score_thr 0.9 (still more than 300 detections survive NMS)."""
+    test_cfg = dict(score_thr=0.9)
+    model = spatial_(build(RTMDET_L_B, test_cfg=test_cfg))
+    with torch.no_grad():
+        for layer in model.bbox_head.rtm_cls:
+            layer.weight.mul_(3)
     checkpoint = save(tmp_path, model.state_dict())
     cfg = detector_config(RTMDET_L_B, test_cfg=test_cfg)
+    pipeline = cfg.test_dataloader.dataset.pipeline
+    assert [t['type'] for t in pipeline[1:3]] == ['Resize', 'Pad']
+    pipeline[1].scale = pipeline[2].size = (320, 320)
     export_onnx(cfg, checkpoint, str(tmp_path / 'rtmdet_l.onnx'))
-    path = images['paths'][-1]  # 150x230: resized to 417x640, padded to 640x640
-    assert_boxes_match(OnnxModel(str(tmp_path / 'rtmdet_l.onnx'))(path),
-                       mmdet_prediction(model, cfg, path))
+    path = images['paths'][-1]  # 150x230: resized to 209x320, padded to 320x320
+    ours = OnnxModel(str(tmp_path / 'rtmdet_l.onnx'))(path)
+    assert_boxes_match(ours, mmdet_prediction(model, cfg, path))
+    assert len(ours.boxes) == 300
 
 
 # ------------------------------------------------------------------------------ refusals
