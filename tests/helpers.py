@@ -168,24 +168,3 @@ def save(tmp_path, state_dict, name='model.pth', **meta):
                path)
     return path
 
-
-# The block parameters of this package's ConvNeXt (the official names) and mmpretrain's.
-MMPRETRAIN_BLOCK_NAMES = {'dwconv': 'depthwise_conv', 'pwconv1': 'pointwise_conv1',
-                          'pwconv2': 'pointwise_conv2'}
-
-
-def to_mmpretrain_layout(state_dict):
-    """A whole model's state dict with its (V1) ConvNeXt backbone in mmpretrain's names, as
-    MMDetection's zoo files hold it (stem, downsampling layers, layer scales and output norms
-    keep their names)."""
-    import re
-    renamed = {}
-    for key, value in state_dict.items():
-        if '.grn.' in key:
-            raise ValueError('to_mmpretrain_layout renames V1 backbones only')
-        match = re.match(r'backbone\.stages\.(\d+)\.(\d+)\.(dwconv|pwconv1|pwconv2)\.(.*)$', key)
-        if match:
-            stage, block, name, rest = match.groups()
-            key = f'backbone.stages.{stage}.{block}.{MMPRETRAIN_BLOCK_NAMES[name]}.{rest}'
-        renamed[key] = value
-    return renamed

@@ -13,9 +13,10 @@ from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
 from convnext_backbone.checkpoints import allow_mmengine_checkpoints
+from convnext_backbone.checkpoints.imagenet import strip_prefix, to_mmpretrain
 from convnext_backbone.data.demo import SHAPES, make_coco_shapes
 
-from .helpers import MMPRETRAIN_BACKBONE, ROOT, run_tool, to_mmpretrain_layout
+from .helpers import MMPRETRAIN_BACKBONE, ROOT, run_tool
 from .test_own_data import make_coco_one_class
 
 DEMOS = {'dino': osp.join(ROOT, 'configs/demo/dino_convnext_shapes_demo.py'),
@@ -114,7 +115,10 @@ def zoo_file_of(config: str, checkpoint: str, path: str) -> int:
     with DefaultScope.overwrite_default_scope('mmdet'):
         ours, theirs = MODELS.build(cfg.model).eval(), MODELS.build(theirs_cfg).eval()
     ours.load_state_dict(state_dict)
-    theirs.load_state_dict(to_mmpretrain_layout(state_dict))
+    backbone = to_mmpretrain(strip_prefix(state_dict, 'backbone.'))
+    theirs.load_state_dict({**{k: v for k, v in state_dict.items()
+                               if not k.startswith('backbone.')},
+                            **{f'backbone.{k}': v for k, v in backbone.items()}})
     x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for a, b in zip(ours.extract_feat(x), theirs.extract_feat(x)):
