@@ -205,8 +205,8 @@ def test_builds_and_trains_one_step(path, demo_data, tmp_path):
     if rcnn:  # fewer sampled RoIs: the heads dominate on CPU
         for stage in rcnn if isinstance(rcnn, list) else [rcnn]:
             stage.sampler.num = 64
-    if cfg.model.type == 'DINO':  # 300 queries, of the encoder's 340 tokens at 128 pixels
-        cfg.model.num_queries = 300
+    if cfg.model.type == 'DINO':  # 100 queries (of the encoder's 340 tokens at 128 pixels)
+        cfg.model.num_queries = 100
     _point_at_demo_data(cfg, demo_data)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         # The datasets with the config's own (multi-scale, crop) pipelines.

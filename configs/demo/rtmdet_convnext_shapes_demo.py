@@ -41,6 +41,20 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
+# The parent's test-time augmentation (tools/test.py --tta) at this size: three scales, 5%
+# apart as 608 / 640 / 672 are, with and without flipping.
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug',
+         transforms=[
+             [dict(type='Resize', scale=(s, s), keep_ratio=True)
+              for s in (image_size, round(1.05 * image_size), round(0.95 * image_size))],
+             [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)],
+             [dict(type='Pad', size=size, pad_val=dict(img=(114, 114, 114)))],
+             [dict(type='PackDetInputs',
+                   meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                              'flip', 'flip_direction'))]])
+]
 metainfo = dict(classes=classes)
 train_dataloader = dict(
     batch_size=8, num_workers=1, persistent_workers=True,
