@@ -252,6 +252,17 @@ def export_onnx(cfg: Config,
     local = checkpoint_path(checkpoint) if is_url(checkpoint) else checkpoint
     test_resize = test_resize_of(cfg)  # refuses a pipeline the runtime cannot follow, early
     pad = test_pad_of(cfg)
+    kind = cfg.model.get('type')
+    if task == 'detection' and kind in DETR_STYLE:  # before anything is read
+        raise DeployError(
+            f'{kind} is not exported: its transformer samples features with multi-scale '
+            "deformable attention (mmcv's MultiScaleDeformableAttention), which has no "
+            'traceable form in this exporter yet; evaluate it with its checkpoint '
+            '(tools/test.py) (docs/deploy.md, "DINO")')
+    if pad is not None and kind not in ONE_STAGE_DETECTORS:
+        raise DeployError(f"The test pipeline pads the image (Pad); the exporter reproduces a "
+                          f"Pad in the graphs of {', '.join(ONE_STAGE_DETECTORS)} only, not of "
+                          f'a {kind}')
     fingerprint = config_fingerprint(cfg)  # before building: mmdet's builders edit cfg.model
     model, dataset_meta = build_loaded_model(cfg, local)
     if task == 'segmentation':
@@ -260,14 +271,7 @@ def export_onnx(cfg: Config,
         inputs, outputs = ['image'], ['logits', 'labels']
         axes = {'logits': {2: 'height', 3: 'width'}, 'labels': {1: 'height', 2: 'width'}}
     else:
-        kind = type(model).__name__
-        if kind in DETR_STYLE:
-            raise DeployError(
-                f'{kind} is not exported: its transformer samples features with multi-scale '
-                "deformable attention (mmcv's MultiScaleDeformableAttention), which has no "
-                'traceable form in this exporter yet; evaluate it with its checkpoint '
-                '(tools/test.py) (docs/deploy.md, "DINO")')
-        one_stage = kind in ONE_STAGE_DETECTORS
+        one_stage = type(model).__name__ in ONE_STAGE_DETECTORS
         # (the wrappers refuse heads they do not handle)
         wrapper = (OneStageDetectorForExport(model, pad) if one_stage
                    else DetectorForExport(model)).eval()
@@ -279,10 +283,6 @@ def export_onnx(cfg: Config,
                 'labels': {0: 'detections'}}
         if not one_stage:
             axes['masks'] = {0: 'detections', 1: 'original_height', 2: 'original_width'}
-    if pad is not None and not isinstance(wrapper, OneStageDetectorForExport):
-        raise DeployError(f"The test pipeline pads the image (Pad); the exporter reproduces a "
-                          f"Pad in the graphs of {', '.join(ONE_STAGE_DETECTORS)} only, not of "
-                          f'a {type(model).__name__}')
     if fixed is None:
         axes['image'] = {1: 'height', 2: 'width'}
     preprocessor = model.data_preprocessor
