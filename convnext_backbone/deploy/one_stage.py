@@ -86,14 +86,17 @@ def pad_settings(step: Optional[dict]) -> Optional[dict]:
                 size_divisor=None if divisor is None else int(divisor), value=value)
 
 
-def pad_bottom_right(x: torch.Tensor, height, width, value: float = 0.0) -> torch.Tensor:
-    """(..., h, w) padded with ``value`` to (..., height, width) at the bottom and right."""
+def pad_bottom_right(x: torch.Tensor, height: 'int | torch.Tensor', width: 'int | torch.Tensor',
+                     value: float = 0.0) -> torch.Tensor:
+    """(..., h, w) padded with ``value`` to (..., height, width) at the bottom and right (sizes
+    read from a traced tensor stay symbolic)."""
     pad_h = height - x.shape[-2]
     pad_w = width - x.shape[-1]
     return F.pad(x, (0, pad_w, 0, pad_h), value=value)
 
 
-def up_to_multiple(size, divisor: int):
+def up_to_multiple(size: 'int | torch.Tensor', divisor: int) -> 'int | torch.Tensor':
+    """The smallest multiple of ``divisor`` that is at least ``size``."""
     return (size + divisor - 1) // divisor * divisor
 
 
