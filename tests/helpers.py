@@ -167,4 +167,3 @@ def save(tmp_path, state_dict, name='model.pth', **meta):
     torch.save({'meta': meta, 'state_dict': state_dict, 'message_hub': message_hub_state()},
                path)
     return path
-
