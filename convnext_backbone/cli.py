@@ -122,6 +122,9 @@ def check_mmcv_ops(cfg: Config, device: str) -> None:
 def _compiled_ops(cfg: Config) -> Optional[Tuple[str, str, str]]:
     """(configs, ops, what fails on CUDA) where the model needs mmcv's compiled ops."""
     if stack_of(cfg) == 'mmdet':
+        if cfg.model.get('type') in ('DINO', 'DeformableDETR'):
+            return ('DINO', 'multi-scale deformable attention',
+                    "transformer's multi-scale deformable attention")
         return 'Detection', 'NMS, RoIAlign', "detector's RoIAlign and NMS"
     heads = cfg.model.get('decode_head') or []
     # (a list for mmseg's CascadeEncoderDecoder; 'mmdet.Mask2FormerHead' names its scope)

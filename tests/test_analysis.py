@@ -33,6 +33,40 @@ def test_parameters_match_the_paper(name):
     assert abs(count_parameters(_config(name)).params / 1e6 - PAPER_PARAMS[name]) < 0.5
 
 
+# The field's recipes publish no parameter counts; their own models, as MMDetection builds them
+# (mmpretrain's ConvNeXt with gap_before_final_norm=False, the backbone detrex and the ConvNeXt-V2
+# project configure), are the reference: the same number of parameters, to the one.
+MMPRETRAIN = dict(type='mmpretrain.ConvNeXt', gap_before_final_norm=False,
+                  layer_scale_init_value=1.0)
+UPSTREAM_MODELS = {
+    'rtmdet_l_convnext_b': ('mmdet::rtmdet/rtmdet_l_convnext_b_4xb32-100e_coco.py', {}),
+    'dino_4scale_convnext_t_12e': ('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', dict(
+        backbone=dict(MMPRETRAIN, arch='tiny', out_indices=[1, 2, 3]),
+        neck=dict(in_channels=[192, 384, 768]))),
+    'mask_rcnn_convnextv2_b_lsj_3x': ('mmdet::_base_/models/mask-rcnn_r50_fpn.py', dict(
+        backbone=dict(MMPRETRAIN, arch='base', out_indices=[0, 1, 2, 3], use_grn=True,
+                      layer_scale_init_value=0.0),
+        neck=dict(in_channels=[128, 256, 512, 1024]))),
+}
+
+
+@pytest.mark.parametrize('name', sorted(UPSTREAM_MODELS))
+def test_parameters_match_mmdetections_models(name):
+    import mmpretrain.models  # noqa: F401  registers mmpretrain.ConvNeXt
+    from mmengine.hub import get_config
+    from mmengine.registry import MODELS, DefaultScope
+    base, change = UPSTREAM_MODELS[name]
+    upstream = get_config(base).model
+    upstream.backbone.init_cfg = None
+    for key, value in change.items():
+        upstream[key] = dict(upstream[key], **value) if key == 'neck' else value
+    with DefaultScope.overwrite_default_scope('mmdet'):  # (mmpretrain's needs real tensors)
+        theirs = MODELS.build(upstream)
+    ours = count_parameters(_config(name))
+    assert ours.params == sum(p.numel() for p in theirs.parameters())
+    assert ours.backbone_params == sum(p.numel() for p in theirs.backbone.parameters())
+
+
 def test_default_shapes_are_the_papers():
     assert default_shape(_config('mask_rcnn_convnext_t')) == (800, 1280)
     assert default_shape(_config('upernet_convnext_t')) == (512, 2048)

@@ -83,6 +83,60 @@ def test_mmdet_zoo_layout_gives_the_source_outputs(tmp_path, config, version):
     assert_all_close(got, expected)
 
 
+# DINO and RTMDet as MMDetection's zoo configs build them: mmpretrain's ConvNeXt, stages 1-3.
+DINO_DEMO = osp.join(ROOT, 'configs/demo/dino_convnext_shapes_demo.py')
+RTMDET_DEMO = osp.join(ROOT, 'configs/demo/rtmdet_convnext_shapes_demo.py')
+MMPRETRAIN_STAGES_1_3 = dict(MMPRETRAIN_BACKBONE, out_indices=[1, 2, 3])
+OURS_STAGES_1_3 = dict(type='ConvNeXt', arch='atto', out_indices=(1, 2, 3),
+                       layer_scale_init_value=1.0)
+
+
+@torch.no_grad()
+def one_stage_or_detr_outputs(model):
+    """Backbone + neck features and the head's outputs: RTMDet's class logits and box
+    distances per level; DINO's classes and boxes of every decoder layer (its encoder's top
+    queries chosen inside)."""
+    x = x_input()
+    feats = model.extract_feat(x)
+    if type(model).__name__ == 'DINO':
+        return feats, model._forward(x, det_samples())
+    return feats, model.bbox_head(feats)
+
+
+@pytest.mark.parametrize('config', [DINO_DEMO, RTMDET_DEMO], ids=['dino', 'rtmdet'])
+def test_mmdet_zoo_dino_and_rtmdet_give_the_source_outputs(tmp_path, config):
+    source = build(config, new_backbone=MMPRETRAIN_STAGES_1_3)
+    path = save(tmp_path, source.state_dict(), dataset_meta=dict(classes=SHAPES))
+    ours = build(config)
+    report, checkpoint, meta = load_model_checkpoint(ours, path, 'eval')
+    assert checkpoint.layout.startswith('MMDetection 3 / MMSegmentation 1 model zoo')
+    assert not report.unused and not report.reinitialized and meta['classes'] == SHAPES
+    assert len(report.loaded) == len(ours.state_dict())
+    assert_all_close(one_stage_or_detr_outputs(ours), one_stage_or_detr_outputs(source))
+
+
+@pytest.mark.parametrize('config,heads,layers', [
+    (DINO_DEMO, dict(bbox_head=dict(num_classes=80)),
+     ['bbox_head.cls_branches.0', 'bbox_head.cls_branches.1', 'bbox_head.cls_branches.2',
+      'dn_query_generator.label_embedding']),
+    (RTMDET_DEMO, dict(bbox_head=dict(num_classes=80)),
+     ['bbox_head.rtm_cls.0', 'bbox_head.rtm_cls.1', 'bbox_head.rtm_cls.2']),
+], ids=['dino', 'rtmdet'])
+def test_dino_and_rtmdet_classes_refused_for_eval_reinitialised_for_finetuning(
+        tmp_path, config, heads, layers):
+    """An 80-class zoo file for the 3-class demo: evaluating is refused naming every class
+    layer; fine-tuning re-initialises exactly those and loads the rest."""
+    coco = build(config, new_backbone=MMPRETRAIN_STAGES_1_3, **heads)
+    path = save(tmp_path, coco.state_dict())
+    _refused(build(config), path, 'eval',
+             f'the checkpoint predicts 80 classes ({", ".join(layers)}), the config 3')
+    model = build(config)
+    report, _, _ = load_model_checkpoint(model, path, 'finetune')
+    assert sorted({k.rpartition('.')[0] for k in report.reinitialized}) == sorted(layers)
+    assert f're-initialised (other number of classes): {", ".join(layers)}' in str(report)
+    assert len(report.loaded) + len(report.reinitialized) == len(model.state_dict())
+
+
 # ------------------------------------------------------------------------------ segmentors
 @torch.no_grad()
 def seg_outputs(model):
@@ -386,3 +440,42 @@ def test_runner_load_checkpoint_honours_strict_and_refuses_revise_keys(tmp_path)
     runner.load_checkpoint(path)  # not strict: the class layers re-initialised
     assert not torch.equal(model.backbone.stages[0][0].pwconv1.weight,
                            before['backbone.stages.0.0.pwconv1.weight'])
+
+
+def test_ema_hook_gets_the_weights_the_model_loads(tmp_path):
+    """An EMAHook (RTMDet's configs) is shown the converted state dict, as mmengine shows it
+    what it loads: evaluating a zoo file, its averaged copy gets the file's weights (not its
+    mmpretrain keys, which its lenient load would skip); resuming, the model gets the saved
+    source weights and the copy the saved averages, as mmengine's swap makes them."""
+    from mmengine.hooks import EMAHook
+
+    def runner_with_ema(purpose):
+        model = build(RTMDET_DEMO)
+        runner = _bare_runner(model, purpose)
+        runner._resume = purpose == 'resume'
+        hook = EMAHook(ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True)
+        runner._hooks = [hook]
+        with DefaultScope.overwrite_default_scope('mmdet'):  # mmdet's ExpMomentumEMA
+            hook.before_run(runner)
+        return runner, model, hook.ema_model.module
+
+    zoo = build(RTMDET_DEMO, new_backbone=MMPRETRAIN_STAGES_1_3)
+    runner, model, averaged = runner_with_ema('eval')
+    runner.load_checkpoint(save(tmp_path, zoo.state_dict(), 'zoo.pth'))
+    theirs = averaged.state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(theirs[key], value), key
+    assert torch.equal(model.bbox_head.rtm_cls[0].weight, zoo.bbox_head.rtm_cls[0].weight)
+
+    # A training checkpoint as EMAHook saves it: the averages in state_dict, the source
+    # weights in ema_state_dict ('module.' keys).
+    source, averages = build(RTMDET_DEMO).state_dict(), build(RTMDET_DEMO).state_dict()
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save({'meta': {'epoch': 1, 'iter': 10}, 'state_dict': averages,
+                'ema_state_dict': {'steps': torch.tensor(10),
+                                   **{f'module.{k}': v for k, v in source.items()}}}, path)
+    runner, model, averaged = runner_with_ema('resume')
+    runner.load_checkpoint(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, source[key]) and torch.equal(averaged.state_dict()[key],
+                                                               averages[key]), key

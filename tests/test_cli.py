@@ -36,6 +36,10 @@ def test_cpu_built_mmcv_on_a_gpu_run_is_refused_at_start(gpu_machine):
     with pytest.raises(DeviceError, match=r"compiled without it .*: the pixel decoder's "
                        r'multi-scale deformable attention would fail at its first step'):
         check_mmcv_ops(Config.fromfile(MASK2FORMER), 'cuda')
+    with pytest.raises(DeviceError, match=r"compiled without it .*: the transformer's "
+                       r'multi-scale deformable attention would fail at its first step'):
+        check_mmcv_ops(Config.fromfile(osp.join(ROOT, 'configs/dino_4scale_convnext_t_12e.py')),
+                       'cuda')
 
 
 def test_what_can_run_passes(gpu_machine, monkeypatch):

@@ -211,3 +211,63 @@ def test_found_by_name_from_both_stacks(scope):
     with DefaultScope.overwrite_default_scope(scope):
         wrapper = build_optim_wrapper(model, cfg)
     assert min(g['lr'] for g in wrapper.optimizer.param_groups) == 2.0**-6
+
+
+def _field_model(name):
+    """The model of a config of configs/ (no ImageNet weights)."""
+    import os.path as osp
+
+    import convnext_backbone  # noqa: F401
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',
+                                   f'{name}.py'))
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.device('meta'):
+        return cfg, MODELS.build(cfg.model)  # (no memory: the optimizers need names only)
+
+
+@pytest.mark.parametrize('name', ['rtmdet_l_convnext_b', 'demo/dino_convnext_shapes_demo'])
+def test_matches_mmdet_on_rtmdet_and_dino(name):
+    """RTMDet-L-B with its recipe's decay (0.8 over 12 layers, the constructor upstream uses),
+    and a DINO: the same lr and weight decay as mmdet's constructor for every parameter, and
+    the full lr for every one outside the backbone (neck, head, transformer, queries)."""
+    from mmdet.engine.optimizers import LearningRateDecayOptimizerConstructor
+    cfg, model = _field_model(name)
+    paramwise = dict(decay_rate=0.8, decay_type='layer_wise', num_layers='auto')
+    if name.startswith('rtmdet'):
+        paramwise = dict(cfg.optim_wrapper.paramwise_cfg)
+        assert paramwise == dict(decay_rate=0.8, decay_type='layer_wise', num_layers=12)
+    optim = dict(optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05))
+    ours = _per_param(ConvNeXtLayerDecayOptimizerConstructor(optim, paramwise)(model).optimizer,
+                      model)
+    outside = [n for n in ours if not n.startswith('backbone.')]
+    assert len(outside) > 50 and all(ours[n][0] == 1.0 for n in outside)
+    upstream = dict(paramwise, num_layers=model.backbone.num_layers)
+    _upstream_equal(model, LearningRateDecayOptimizerConstructor, upstream)
+
+
+def test_dino_config_optimizer_is_detrex():
+    """The DINO config's optimizer (mmdet's DINO: backbone lr x 0.1 by custom_keys; detrex's
+    weight_decay_norm=0): every backbone parameter at 0.1 of the lr with weight decay (detrex's
+    ConvNeXt LayerNorm is no torch norm, so its rule decays it), the rest at the full lr;
+    no weight decay on the other norms (neck GroupNorm, transformer LayerNorms), decay on
+    biases (detectron2 decays them)."""
+    cfg, model = _field_model('demo/dino_convnext_shapes_demo')
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        got = _per_param(build_optim_wrapper(model, cfg.optim_wrapper).optimizer, model)
+    norms = {f'{m}.{p}' for m, module in model.named_modules()
+             if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) for p in ('weight', 'bias')}
+    lr, wd = cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay
+    for name, (param_lr, param_wd) in got.items():
+        if name.startswith('backbone.'):
+            assert (param_lr, param_wd) == (pytest.approx(0.1 * lr), wd), name
+        else:
+            assert (param_lr, param_wd) == (lr, 0.0 if name in norms else wd), name
+    assert 'neck.convs.0.gn.weight' in norms and 'encoder.layers.0.norms.0.bias' in norms
+    assert got['bbox_head.cls_branches.0.bias'] == (lr, wd)
+    # The layer-decay constructor refuses custom_keys rather than ignore them.
+    with pytest.raises(ValueError, match=r"paramwise_cfg keys \['custom_keys', "
+                       r"'norm_decay_mult'\] are not ones of"):
+        ConvNeXtLayerDecayOptimizerConstructor(dict(optimizer=cfg.optim_wrapper.optimizer),
+                                               cfg.optim_wrapper.paramwise_cfg)

@@ -1,5 +1,6 @@
 """Users' own data: --data finds the splits and classes of a COCO-format or mask folder, sets
 them everywhere in every config; the data check fails before anything is built, in words."""
+import copy
 import glob
 import json
 import os
@@ -137,9 +138,10 @@ def test_every_config_fits_own_data(path, data):
     layout = find_layout(own, cfg.default_scope)
     fit_config_to_data(cfg, layout)
     heads = list(class_heads(cfg.model))
-    expected = {'mmdet': 4 if 'cascade' in path else 2,
-                'mmseg': 1 if 'mask2former' in path else 2}[cfg.default_scope]
-    assert len(heads) == expected  # Cascade: three box heads and the mask head; Mask2Former one
+    one_head = 'mask2former' in path or cfg.model.type in ('DINO', 'RTMDet')
+    expected = 4 if 'cascade' in path else 1 if one_head else 2
+    # Cascade: three box heads and the mask head; Mask2Former, DINO and RTMDet one
+    assert len(heads) == expected
     assert all(head['num_classes'] == len(layout.classes) for _, head in heads)
     assert len(layout.classes) == (3 if cfg.default_scope == 'mmdet' else 5)
     if 'mask2former' in path:  # a weight per class and the config's no-object weight
@@ -155,6 +157,27 @@ def test_every_config_fits_own_data(path, data):
         assert 'reduce_zero_label=True' not in str(pipelines + [cfg.get('tta_pipeline')])
     report = check_dataset(cfg)
     assert report.classes == layout.classes and not report.errors
+
+
+@pytest.mark.parametrize('demo', ['dino', 'rtmdet'])
+def test_own_classes_reach_every_class_layer_of_dino_and_rtmdet(data, demo):
+    """--data with one class: the built DINO has one row per class in each classifier and in
+    its denoising queries' class embedding (DINO gives them the head's num_classes), RTMDet in
+    each level's classifier; nothing else of the model depends on the classes."""
+    from mmengine.registry import MODELS, DefaultScope
+    from convnext_backbone.checkpoints.model import CLASS_SPECIFIC
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', f'{demo}_convnext_shapes_demo.py'))
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.device('meta'):
+        three = MODELS.build(copy.deepcopy(cfg.model)).state_dict()  # (mmdet edits it)
+        fit_config_to_data(cfg, find_layout(data['one'], 'mmdet'))
+        model = MODELS.build(cfg.model)
+    rows = {k: v.shape[0] for k, v in model.state_dict().items() if CLASS_SPECIFIC.search(k)}
+    assert len(rows) == (7 if demo == 'dino' else 6) and set(rows.values()) == {1}
+    # the whole-model loader's class layers are all that the classes change
+    assert {k for k, v in model.state_dict().items() if v.shape != three[k].shape} == set(rows)
+    assert model.bbox_head.num_classes == 1
+    if demo == 'dino':
+        assert model.dn_query_generator.num_classes == 1
 
 
 def test_class_weights_follow_own_classes_in_a_list_of_losses(data):

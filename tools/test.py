@@ -52,7 +52,11 @@ def main(argv=None):
     check_mmcv_ops(cfg, run_device())  # before anything is built
     if run_device() == 'cpu':  # CPU inference near its matmul floor (docs/speed.md)
         keep_freed_memory()
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='OptimizeForInferenceHook')]
+        # An EMAHook (RTMDet) would swap the averaged copy's weights with the optimized
+        # model's, whose layers differ; both hold the checkpoint's weights after loading, so
+        # the swap changes nothing and is left out.
+        hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'EMAHook']
+        cfg.custom_hooks = [*hooks, dict(type='OptimizeForInferenceHook')]
     check_dataset(cfg, phases=('test', ))
     cfg.load_from = args.checkpoint
     if args.tta:

@@ -18,8 +18,9 @@ What is checked depends on the purpose:
 - ``'eval'`` (test, inference) and ``'resume'``: every key and shape must fit; only
   ``num_batches_tracked`` counters may differ.
 - ``'finetune'`` (``load_from`` in training): the class-specific output layers (``fc_cls``,
-  ``fc_reg``, ``conv_logits``, ``conv_seg``) whose number of classes differs keep their
-  initialization and are reported; everything else must fit.
+  ``fc_reg``, ``conv_logits``, ``conv_seg``, ``cls_embed``; DINO's ``cls_branches`` and
+  denoising ``label_embedding``, RTMDet's ``rtm_cls``) whose number of classes differs keep
+  their initialization and are reported; everything else must fit.
 """
 from __future__ import annotations
 
@@ -45,9 +46,12 @@ _VERBS = {'eval': 'evaluate', 'finetune': 'fine-tune from', 'resume': 'resume fr
 
 # Layers whose output size is set by the number of classes: the classifier and box regressor
 # of every bbox head, the mask logits, the segmentation classifiers (Mask2Former's is
-# cls_embed, a class per query plus "no object").
+# cls_embed, a class per query plus "no object"); DINO's classifiers (one per decoder layer
+# and the encoder's, cls_branches.i) and its denoising queries' class embedding (a row per
+# class); RTMDet's classifier of each level (rtm_cls.i).
 CLASS_SPECIFIC = re.compile(
-    r'(^|\.)(fc_cls|fc_reg|conv_logits|conv_seg|cls_embed)\.(weight|bias)$')
+    r'(^|\.)(fc_cls|fc_reg|conv_logits|conv_seg|cls_embed|label_embedding|cls_branches\.\d+|'
+    r'rtm_cls\.\d+)\.(weight|bias)$')
 # Entries whose absence or presence changes no computation.
 HARMLESS = re.compile(r'(^|\.)num_batches_tracked$')
 DETECTOR_PARTS = {'rpn_head', 'roi_head', 'bbox_head'}

@@ -23,7 +23,8 @@ def innermost_dataset(dataset: dict) -> dict:
 
 def class_heads(model: dict, path: str = '') -> Iterator[Tuple[str, dict]]:
     """(path, config) of every part of a model config that has ``num_classes``: the bbox and
-    mask heads of (Cascade) Mask R-CNN, the decode and auxiliary heads of the segmentors
+    mask heads of (Cascade) Mask R-CNN, the ``bbox_head`` of DINO (whose denoising queries
+    take its number) and of RTMDet, the decode and auxiliary heads of the segmentors
     (UPerNet, DeepLabV3+, Mask2Former). The RPN (class-agnostic) is left out."""
     if isinstance(model, dict):
         if 'num_classes' in model and not path.startswith('rpn_head'):

@@ -33,6 +33,8 @@ from ..data.configure import innermost_dataset
 from ..engine import config_dataset_meta
 from ..errors import DeployError
 from .detector import DetectorForExport
+from .one_stage import DETECTORS as ONE_STAGE_DETECTORS
+from .one_stage import OneStageDetectorForExport, pad_settings
 from .inputs import swaps_channels
 from .segmentor import SegmentorForExport
 
@@ -41,12 +43,22 @@ OPSET = 17
 # The message of torch's FutureWarning at every TorchScript-based export (see export_onnx).
 TORCHSCRIPT_DEPRECATION = '.*TorchScript-based ONNX export.*'
 TASKS = {'mmseg': 'segmentation', 'mmdet': 'detection'}
-# The test-pipeline steps the runtime reproduces; anything else is refused.
-PIPELINE_STEPS = ('LoadImageFromFile', 'LoadAnnotations', 'Resize', 'PackSegInputs',
+# The test-pipeline steps the runtime reproduces; anything else is refused. A ``Pad`` is
+# reproduced in the graph of the detectors that take one (RTMDet: deploy/one_stage.py) and
+# refused for the others.
+PIPELINE_STEPS = ('LoadImageFromFile', 'LoadAnnotations', 'Resize', 'Pad', 'PackSegInputs',
                   'PackDetInputs')
+# DETR-style detectors, refused by name (docs/deploy.md, "DINO").
+DETR_STYLE = ('DINO', 'DeformableDETR', 'ConditionalDETR', 'DABDETR', 'DETR')
 
 
 # ------------------------------------------------------------------- the config's test time
+def _step_kind(step: dict) -> str:
+    """A pipeline step's transform name (``'Resize'`` of ``'mmdet.Resize'`` or the class)."""
+    kind = step.get('type')
+    return kind.split('.')[-1] if isinstance(kind, str) else getattr(kind, '__name__', kind)
+
+
 def test_resize_of(cfg: Config) -> Optional[dict]:
     """The test pipeline's ``Resize`` as the runtime's metadata (``scale`` or ``scale_factor``,
     ``keep_ratio``, ``interpolation``); None if it has none. Refuses steps the runtime does
@@ -54,8 +66,7 @@ def test_resize_of(cfg: Config) -> Optional[dict]:
     pipeline = innermost_dataset(cfg.test_dataloader.dataset).get('pipeline') or []
     resize = None
     for step in pipeline:
-        kind = step.get('type')
-        kind = kind.split('.')[-1] if isinstance(kind, str) else getattr(kind, '__name__', kind)
+        kind = _step_kind(step)
         if kind not in PIPELINE_STEPS:
             raise DeployError(f'The test pipeline has a {kind} step, which the ONNX runtime does '
                               f'not reproduce; it handles {", ".join(PIPELINE_STEPS)}')
@@ -77,14 +88,27 @@ def test_resize_of(cfg: Config) -> Optional[dict]:
     return resize
 
 
+def test_pad_of(cfg: Config) -> Optional[dict]:
+    """The test pipeline's ``Pad`` as the graph reproduces it (``one_stage.pad_settings``); None
+    if it has none."""
+    pipeline = innermost_dataset(cfg.test_dataloader.dataset).get('pipeline') or []
+    pads = [step for step in pipeline if _step_kind(step) == 'Pad']
+    if len(pads) > 1:
+        raise DeployError(f'The test pipeline pads {len(pads)} times; the exporter reproduces '
+                          'one Pad')
+    return pad_settings(pads[0]) if pads else None
+
+
 def config_fingerprint(cfg: Config) -> str:
     """sha256 of what the predictions depend on: the model config (classes included) and the
     test resize; a file is evaluated only with a config of the same fingerprint."""
     model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, 'to_dict') else cfg.model)
     model.get('backbone', {}).pop('init_cfg', None)  # ImageNet weights: replaced by the file
     model.pop('train_cfg', None)
-    text = json.dumps(dict(model=model, resize=test_resize_of(cfg)), sort_keys=True,
-                      default=str)
+    pad = test_pad_of(cfg)  # (only where there is one: the fingerprints of others stay)
+    text = json.dumps(dict(model=model, resize=test_resize_of(cfg), **({'pad': pad} if pad
+                                                                       else {})),
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -160,10 +184,15 @@ def _detection_settings(model, shape: Optional[Sequence[int]],
                         dynamic: bool) -> Tuple[dict, Optional[Tuple[int, int]]]:
     """The detection metadata and the fixed input size (None: any size, the default: test
     images keep their aspect ratio, so their sizes vary)."""
-    rcnn = model.roi_head.test_cfg
-    settings = dict(score_thr=float(rcnn.score_thr), max_per_img=int(rcnn.max_per_img),
-                    mask_thr_binary=float(rcnn.mask_thr_binary),
-                    pad_size_divisor=int(model.data_preprocessor.pad_size_divisor))
+    if hasattr(model, 'roi_head'):
+        rcnn = model.roi_head.test_cfg
+        settings = dict(score_thr=float(rcnn.score_thr), max_per_img=int(rcnn.max_per_img),
+                        mask_thr_binary=float(rcnn.mask_thr_binary))
+    else:  # one-stage: boxes only
+        test_cfg = model.bbox_head.test_cfg
+        settings = dict(score_thr=float(test_cfg.get('score_thr', 0)),
+                        max_per_img=int(test_cfg.max_per_img), nms_pre=int(test_cfg.nms_pre))
+    settings['pad_size_divisor'] = int(model.data_preprocessor.pad_size_divisor)
     if shape is None and not dynamic:
         print_log('Detection: test images keep their aspect ratio, so the file takes any size '
                   '(as --dynamic); --shape H W fixes one', logger='current')
@@ -222,6 +251,18 @@ def export_onnx(cfg: Config,
                           f"expected one of {', '.join(TASKS)}")
     local = checkpoint_path(checkpoint) if is_url(checkpoint) else checkpoint
     test_resize = test_resize_of(cfg)  # refuses a pipeline the runtime cannot follow, early
+    pad = test_pad_of(cfg)
+    kind = cfg.model.get('type')
+    if task == 'detection' and kind in DETR_STYLE:  # before anything is read
+        raise DeployError(
+            f'{kind} is not exported: its transformer samples features with multi-scale '
+            "deformable attention (mmcv's MultiScaleDeformableAttention), which has no "
+            'traceable form in this exporter yet; evaluate it with its checkpoint '
+            '(tools/test.py) (docs/deploy.md, "DINO")')
+    if pad is not None and kind not in ONE_STAGE_DETECTORS:
+        raise DeployError(f"The test pipeline pads the image (Pad); the exporter reproduces a "
+                          f"Pad in the graphs of {', '.join(ONE_STAGE_DETECTORS)} only, not of "
+                          f'a {kind}')
     fingerprint = config_fingerprint(cfg)  # before building: mmdet's builders edit cfg.model
     model, dataset_meta = build_loaded_model(cfg, local)
     if task == 'segmentation':
@@ -230,14 +271,18 @@ def export_onnx(cfg: Config,
         inputs, outputs = ['image'], ['logits', 'labels']
         axes = {'logits': {2: 'height', 3: 'width'}, 'labels': {1: 'height', 2: 'width'}}
     else:
-        wrapper = DetectorForExport(model).eval()  # refuses heads it does not handle
+        one_stage = type(model).__name__ in ONE_STAGE_DETECTORS
+        # (the wrappers refuse heads they do not handle)
+        wrapper = (OneStageDetectorForExport(model, pad) if one_stage
+                   else DetectorForExport(model)).eval()
         settings, fixed = _detection_settings(model, shape, dynamic)
-        inputs = ['image', 'scale_factor', 'original_size']
-        outputs = ['boxes', 'scores', 'labels', 'masks']
+        inputs = ['image', 'scale_factor'] + ([] if one_stage else ['original_size'])
+        outputs = ['boxes', 'scores', 'labels'] + ([] if one_stage else ['masks'])
         # the number of detections and the original size vary, whatever the input size
         axes = {'boxes': {0: 'detections'}, 'scores': {0: 'detections'},
-                'labels': {0: 'detections'},
-                'masks': {0: 'detections', 1: 'original_height', 2: 'original_width'}}
+                'labels': {0: 'detections'}}
+        if not one_stage:
+            axes['masks'] = {0: 'detections', 1: 'original_height', 2: 'original_width'}
     if fixed is None:
         axes['image'] = {1: 'height', 2: 'width'}
     preprocessor = model.data_preprocessor
@@ -250,20 +295,21 @@ def export_onnx(cfg: Config,
         classes=list(dataset_meta.get('classes') or ()),
         palette=[list(map(int, c)) for c in dataset_meta.get('palette') or ()],
         input='image: (1, H, W, 3) uint8, BGR as LoadImageFromFile reads, after the test resize'
-        + ('; scale_factor: (2,) float32 (w, h) of the resize; original_size: (2,) int64 (h, w)'
-           if task == 'detection' else ''),
+        + ('; scale_factor: (2,) float32 (w, h) of the resize' if task == 'detection' else '')
+        + ('; original_size: (2,) int64 (h, w)' if 'original_size' in inputs else ''),
         input_channel_order='BGR',
         model_channel_order='RGB' if swaps_channels(preprocessor) else 'BGR',
         mean=_config_values(cfg.model.data_preprocessor, 'mean', preprocessor),
         std=_config_values(cfg.model.data_preprocessor, 'std', preprocessor),
         test_resize=test_resize,
+        **({'test_pad': pad} if pad else {}),
         input_shape=list(fixed) if fixed is not None else 'dynamic',
         outputs=outputs, **settings)
     size = _trace_example(fixed, settings)
     example = torch.zeros((1, *size, 3), dtype=torch.uint8)
     example.random_(0, 256, generator=torch.Generator().manual_seed(0))
-    example = (example, ) if task == 'segmentation' else (
-        example, torch.tensor([1.0, 1.0]), torch.tensor(size, dtype=torch.long))
+    example = (example, torch.tensor([1.0, 1.0]), torch.tensor(size, dtype=torch.long))
+    example = example[:len(inputs)]  # the image, the scale factor, the original size
     folder = osp.dirname(osp.abspath(out))
     os.makedirs(folder, exist_ok=True)
     handle, temporary = tempfile.mkstemp(suffix='.onnx.part', dir=folder)

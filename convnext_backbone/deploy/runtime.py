@@ -225,9 +225,11 @@ class OnnxModel:
         if self.task == 'detection' and not inputs:  # the image is the original one
             inputs = dict(scale_factor=np.ones(2, np.float32),
                           original_size=np.asarray(image.shape[:2], np.int64))
+        # (a one-stage detector's graph takes no original_size: its boxes are all it returns)
+        taken = {i.name for i in self.session.get_inputs()}
         outputs = self.session.run(self.output_names,
                                    {self.input_name: np.ascontiguousarray(image[None]),
-                                    **inputs})
+                                    **{k: v for k, v in inputs.items() if k in taken}})
         return dict(zip(self.output_names, outputs))
 
     def __call__(self, image: 'np.ndarray | str'):

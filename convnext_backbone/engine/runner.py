@@ -240,7 +240,12 @@ class CheckpointCheckingRunner(Runner):
         return None
 
     def _load(self, checkpoint: ConvertedCheckpoint) -> None:
-        self.call_hook('after_load_checkpoint', checkpoint=checkpoint.checkpoint)
+        # Hooks see the file with the converted state dict, the one the model then loads, as
+        # mmengine's load_checkpoint shows them what it loads: EMAHook copies it into its
+        # averaged model (for a zoo file: this package's keys, not mmpretrain's, which its
+        # lenient load would skip) or, resuming, swaps the saved averages out of it in place.
+        self.call_hook('after_load_checkpoint',
+                       checkpoint=dict(checkpoint.checkpoint, state_dict=checkpoint.state_dict))
         _, _, dataset_meta = load_model_checkpoint(self.model, checkpoint, self._purpose,
                                                    config_meta=self._config_dataset_meta())
         if dataset_meta and self._purpose == 'eval':
