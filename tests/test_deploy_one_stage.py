@@ -1,7 +1,7 @@
 """ONNX export of RTMDet (the one-stage exporter, deploy/one_stage.py) with its post-processing
 in the graph: the test pipeline's Pad and the preprocessing give mmdet's input exactly, and the
 file's detections, run by onnxruntime, match mmdet's one to one (labels, box IoU, scores);
-DINO and what the exporter does not reproduce are refused by name."""
+what the exporter does not reproduce is refused by name. (DINO: tests/test_deploy_detr.py.)"""
 import os.path as osp
 
 import numpy as np
@@ -19,7 +19,6 @@ from .test_deploy_detection import box_iou, detector_config, images, mmdet_predi
 from .test_deploy_segmentation import spatial_
 
 RTMDET_DEMO = osp.join(ROOT, 'configs/demo/rtmdet_convnext_shapes_demo.py')
-DINO_DEMO = osp.join(ROOT, 'configs/demo/dino_convnext_shapes_demo.py')
 RTMDET_L_B = osp.join(ROOT, 'configs/rtmdet_l_convnext_b.py')
 
 
@@ -125,15 +124,6 @@ def test_rtmdet_l_convnext_b_file_matches_mmdet(images, tmp_path):
 
 
 # ------------------------------------------------------------------------------ refusals
-def test_dino_is_refused_by_name(tmp_path):
-    """Before anything is read (the checkpoint need not exist) or written."""
-    with pytest.raises(DeployError, match=r'DINO is not exported: its transformer samples '
-                       r'features with multi-scale deformable attention .*docs/deploy.md'):
-        export_onnx(detector_config(DINO_DEMO), str(tmp_path / 'dino.pth'),
-                    str(tmp_path / 'dino.onnx'))
-    assert not (tmp_path / 'dino.onnx').exists()
-
-
 def test_what_is_not_reproduced_is_refused(tmp_path):
     model = build(RTMDET_DEMO, test_cfg=dict(nms_pre=-1))
     with pytest.raises(DeployError, match=r'model.test_cfg.nms_pre=-1: .* give a positive'):

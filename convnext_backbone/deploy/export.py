@@ -33,6 +33,8 @@ from ..data.configure import innermost_dataset
 from ..engine import config_dataset_meta
 from ..errors import DeployError
 from .detector import DetectorForExport
+from .detr import DETECTORS as DETR_DETECTORS
+from .detr import DetrForExport
 from .one_stage import DETECTORS as ONE_STAGE_DETECTORS
 from .one_stage import OneStageDetectorForExport, pad_settings
 from .inputs import swaps_channels
@@ -48,8 +50,9 @@ TASKS = {'mmseg': 'segmentation', 'mmdet': 'detection'}
 # refused for the others.
 PIPELINE_STEPS = ('LoadImageFromFile', 'LoadAnnotations', 'Resize', 'Pad', 'PackSegInputs',
                   'PackDetInputs')
-# DETR-style detectors, refused by name (docs/deploy.md, "DINO").
-DETR_STYLE = ('DINO', 'DeformableDETR', 'ConditionalDETR', 'DABDETR', 'DETR')
+# DETR-style detectors other than DINO (deploy/detr.py), refused by name (docs/deploy.md,
+# "DINO").
+DETR_STYLE = ('DeformableDETR', 'ConditionalDETR', 'DABDETR', 'DETR')
 
 
 # ------------------------------------------------------------------- the config's test time
@@ -188,6 +191,9 @@ def _detection_settings(model, shape: Optional[Sequence[int]],
         rcnn = model.roi_head.test_cfg
         settings = dict(score_thr=float(rcnn.score_thr), max_per_img=int(rcnn.max_per_img),
                         mask_thr_binary=float(rcnn.mask_thr_binary))
+    elif type(model).__name__ in DETR_DETECTORS:  # no threshold, no NMS
+        settings = dict(max_per_img=int(model.bbox_head.test_cfg.get(
+            'max_per_img', model.num_queries)))
     else:  # one-stage: boxes only
         test_cfg = model.bbox_head.test_cfg
         settings = dict(score_thr=float(test_cfg.get('score_thr', 0)),
@@ -255,10 +261,9 @@ def export_onnx(cfg: Config,
     kind = cfg.model.get('type')
     if task == 'detection' and kind in DETR_STYLE:  # before anything is read
         raise DeployError(
-            f'{kind} is not exported: its transformer samples features with multi-scale '
-            "deformable attention (mmcv's MultiScaleDeformableAttention), which has no "
-            'traceable form in this exporter yet; evaluate it with its checkpoint '
-            '(tools/test.py) (docs/deploy.md, "DINO")')
+            f'{kind} is not exported: of the DETR-style detectors the exporter reproduces '
+            f"DINO's test path only (its queries, head and post-processing), not {kind}'s; "
+            'evaluate it with its checkpoint (tools/test.py) (docs/deploy.md, "DINO")')
     if pad is not None and kind not in ONE_STAGE_DETECTORS:
         raise DeployError(f"The test pipeline pads the image (Pad); the exporter reproduces a "
                           f"Pad in the graphs of {', '.join(ONE_STAGE_DETECTORS)} only, not of "
@@ -272,16 +277,18 @@ def export_onnx(cfg: Config,
         axes = {'logits': {2: 'height', 3: 'width'}, 'labels': {1: 'height', 2: 'width'}}
     else:
         one_stage = type(model).__name__ in ONE_STAGE_DETECTORS
+        detr = type(model).__name__ in DETR_DETECTORS
         # (the wrappers refuse heads they do not handle)
-        wrapper = (OneStageDetectorForExport(model, pad) if one_stage
-                   else DetectorForExport(model)).eval()
+        wrapper = (OneStageDetectorForExport(model, pad) if one_stage else
+                   DetrForExport(model) if detr else DetectorForExport(model)).eval()
+        boxes_only = one_stage or detr  # no masks, so no original size either
         settings, fixed = _detection_settings(model, shape, dynamic)
-        inputs = ['image', 'scale_factor'] + ([] if one_stage else ['original_size'])
-        outputs = ['boxes', 'scores', 'labels'] + ([] if one_stage else ['masks'])
+        inputs = ['image', 'scale_factor'] + ([] if boxes_only else ['original_size'])
+        outputs = ['boxes', 'scores', 'labels'] + ([] if boxes_only else ['masks'])
         # the number of detections and the original size vary, whatever the input size
         axes = {'boxes': {0: 'detections'}, 'scores': {0: 'detections'},
                 'labels': {0: 'detections'}}
-        if not one_stage:
+        if not boxes_only:
             axes['masks'] = {0: 'detections', 1: 'original_height', 2: 'original_width'}
     if fixed is None:
         axes['image'] = {1: 'height', 2: 'width'}
