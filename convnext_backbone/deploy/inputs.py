@@ -1,7 +1,8 @@
 """The image as the exported graphs take it, (1, H, W, 3) uint8 in the order the pipeline reads
 (BGR), turned into the model's input as mmengine's / mmseg's data preprocessors do it: channels
-swapped to RGB if the config says so, then mean and std. Shared by ``DetectorForExport`` and
-``SegmentorForExport``; the padding after it differs between them and stays theirs."""
+swapped to RGB if the config says so, then mean and std. Shared by the export wrappers
+(``detector``, ``one_stage``, ``detr``, ``segmentor``); the padding after it differs between
+them and stays theirs."""
 from __future__ import annotations
 
 import torch
