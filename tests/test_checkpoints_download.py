@@ -289,13 +289,18 @@ def test_download_weights_tool_knows_every_paper_config(env, capsys):
     out = capsys.readouterr().out
     names = ['convnext_tiny_1k_224.pth', 'convnext_small_1k_224.pth', 'convnext_base_1k_224.pth',
              'convnext_base_22k_224.pth', 'convnext_large_22k_224.pth',
-             'convnext_xlarge_22k_224.pth', 'convnextv2/im1k/convnextv2_tiny_1k_224_ema.pt']
+             'convnext_xlarge_22k_224.pth', 'convnextv2/im1k/convnextv2_tiny_1k_224_ema.pt',
+             # The field's configs: DINO, RTMDet, V2-B's LSJ Mask R-CNN from FCMAE.
+             'convnext_tiny_22k_1k_384.pth', 'convnext_base_22k_1k_384.pth',
+             'convnextv2/pt_only/convnextv2_base_1k_224_fcmae.pt']
     for name in names:
         assert f'https://dl.fbaipublicfiles.com/convnext/{name} (' in out
     assert out.count(f'would download to {env[1]}{os.sep}') == len(names)
     # Each with its terms: the V2 weights' non-commercial licence, the V1 weights' MIT.
     v2 = out.split('convnextv2_tiny_1k_224_ema.pt (', 1)[1].split('\nhttp', 1)[0]
     assert 'licence: CC-BY-NC 4.0: non-commercial use only' in v2
+    fcmae = out.split('convnextv2_base_1k_224_fcmae.pt (', 1)[1].split('\nhttp', 1)[0]
+    assert 'licence: CC-BY-NC 4.0: non-commercial use only' in fcmae
     v1 = out.split('convnext_tiny_1k_224.pth (', 1)[1].split('\nhttp', 1)[0]
     assert 'licence: MIT (facebookresearch/ConvNeXt)' in v1
 
