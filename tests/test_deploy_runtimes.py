@@ -123,6 +123,14 @@ def test_int8_file_quantizes_the_learned_layers_only(demo, int8):  # noqa: F811
                     and producer.get(n.input[1]) is not None
                     and producer[n.input[1]].op_type == 'DequantizeLinear'}
     assert int8_weights == expected and set(int8['added']['quantized_nodes']) == expected
+    # each quantized Conv's bias is INT32 too (fold_identity_constants: the exporter passes
+    # equal biases through Identity nodes), so that onnxruntime fuses it into a QLinearConv
+    initializers = {i.name: i for i in ours.graph.initializer}
+    for node in ours.graph.node:
+        if node.name in expected and node.op_type == 'Conv' and len(node.input) > 2:
+            bias = producer[node.input[2]]
+            assert bias.op_type == 'DequantizeLinear', (node.name, bias.op_type)
+            assert initializers[bias.input[0]].data_type == onnx.TensorProto.INT32, node.name
     props = {p.key: json.loads(p.value) for p in ours.metadata_props}
     before = {p.key: json.loads(p.value) for p in fp32.metadata_props}
     assert {k: v for k, v in props.items() if k in before and k != 'precision'} == \

@@ -53,6 +53,23 @@ def _constants(graph) -> set:
     return names
 
 
+def fold_identity_constants(onnx_model) -> int:
+    """Replace each ``Identity`` of an initializer by an initializer of its own (in place);
+    returns how many. The TorchScript exporter writes equal parameters (e.g. the zero biases
+    of freshly initialised layers) once and passes them on through ``Identity`` nodes;
+    onnxruntime's quantizer quantizes a bias only when it is an initializer, and a layer whose
+    bias it leaves in float is not fused into an INT8 operator (``QLinearConv``)."""
+    from onnx import numpy_helper
+    graph = onnx_model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    folded = [n for n in graph.node if n.op_type == 'Identity' and n.input[0] in initializers]
+    for node in folded:
+        array = numpy_helper.to_array(initializers[node.input[0]])
+        graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        graph.node.remove(node)
+    return len(folded)
+
+
 def quantizable_nodes(onnx_model) -> List[str]:
     """Names of the ``Conv`` / ``MatMul`` / ``Gemm`` nodes whose weight (second input) is a
     constant of the file: the learned layers. The post-processing's products (mask paste,
@@ -185,9 +202,11 @@ def quantize_graph(onnx_model, out: str, inputs: Iterator[Dict[str, np.ndarray]]
                    nodes: Optional[Sequence[str]] = None) -> int:
     """Any ONNX graph's constant-weight ``Conv`` / ``MatMul`` / ``Gemm`` (``nodes``, default
     ``quantizable_nodes``) to INT8 in QDQ form (``SETTINGS``), calibrated on the feeds of
-    ``inputs``, written to ``out``. Returns how many feeds calibration ran."""
+    ``inputs``, written to ``out``; ``onnx_model`` is changed (``fold_identity_constants``).
+    Returns how many feeds calibration ran."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
+    fold_identity_constants(onnx_model)
     reader = CalibrationReader(inputs)
     quantize_static(
         onnx_model, out, reader, quant_format=QuantFormat.QDQ,
