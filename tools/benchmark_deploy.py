@@ -374,7 +374,7 @@ def main(argv=None):
     else:
         configs = [(c, (args.size or [])[i] if i < len(args.size or []) else s)
                    for i, (c, s) in enumerate(DEFAULTS)]
-    done, profiles = [], []
+    done = []
     with tempfile.TemporaryDirectory() as folder:
         makers = [lambda c=c, s=s: WholeModel(c, s, folder, variants, args.score_thr,
                                               args.calib_images) for c, s in configs]
@@ -388,7 +388,7 @@ def main(argv=None):
                 for variant in case.calls:
                     case.run(variant)
             if args.profile and isinstance(case, WholeModel):
-                profiles.append(case.profile(args.runs))
+                print(case.profile(args.runs), flush=True)
             del case.calls
             case.calls = dict.fromkeys(case.times)
             case.onnxruntime_models = {}
@@ -399,8 +399,6 @@ def main(argv=None):
             gc.collect()
     print()
     print(table(done))
-    for profile in profiles:
-        print(f'\n{profile}')
     import onnxruntime
     import openvino
     print(f'\ntorch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime '

@@ -251,7 +251,7 @@ class OpenVinoSession:
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.outputs = {name: port for port in self.compiled.outputs
                         for name in port.get_names()}
-        self.version = openvino.__version__
+        self.version = openvino.__version__.split('-')[0]  # 2026.4.1-22982-...: the release
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self.request.infer(feeds)
