@@ -3,6 +3,8 @@ random weights: OpenVINO fp32 gives onnxruntime's predictions; the INT8 file kee
 file's metadata, quantizes the learned Conv / MatMul layers and nothing else, and runs in both
 runtimes; bad input is refused in words and leaves nothing; files get the umask's mode.
 Accuracy of INT8 on trained models: tests/test_end_to_end.py (the demos)."""
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -33,10 +35,19 @@ def _umask():
 
 @pytest.fixture(scope='module')
 def int8(demo):  # noqa: F811
-    """The demo file quantized in-process, calibrated on two of its images."""
+    """The demo file quantized by tools/quantize.py (in-process, under umask 027) on two of the
+    demo's images, --data a folder of images; what it printed."""
     out = str(demo['tmp'] / 'demo.int8.onnx')
-    added = quantize_onnx(demo['onnx'], out, demo['images'][:2])
-    return dict(path=out, added=added)
+    printed = io.StringIO()
+    previous = os.umask(0o027)
+    try:
+        with contextlib.redirect_stdout(printed):
+            load_tool('quantize').main([ADE_DEMO, demo['onnx'], '--out', out, '--data',
+                                        str(demo['root'] / 'images' / 'validation'),
+                                        '--calib-images', '2'])
+    finally:
+        os.umask(previous)
+    return dict(path=out, printed=printed.getvalue())
 
 
 # --------------------------------------------------------------------------------- OpenVINO
@@ -122,7 +133,8 @@ def test_int8_file_quantizes_the_learned_layers_only(demo, int8):  # noqa: F811
     int8_weights = {n.name for n in ours.graph.node if n.op_type in ('Conv', 'MatMul', 'Gemm')
                     and producer.get(n.input[1]) is not None
                     and producer[n.input[1]].op_type == 'DequantizeLinear'}
-    assert int8_weights == expected and set(int8['added']['quantized_nodes']) == expected
+    props = {p.key: json.loads(p.value) for p in ours.metadata_props}
+    assert int8_weights == expected and set(props['quantized_nodes']) == expected
     # each quantized Conv's bias is INT32 too (fold_identity_constants: the exporter passes
     # equal biases through Identity nodes), so that onnxruntime fuses it into a QLinearConv
     initializers = {i.name: i for i in ours.graph.initializer}
@@ -131,7 +143,6 @@ def test_int8_file_quantizes_the_learned_layers_only(demo, int8):  # noqa: F811
             bias = producer[node.input[2]]
             assert bias.op_type == 'DequantizeLinear', (node.name, bias.op_type)
             assert initializers[bias.input[0]].data_type == onnx.TensorProto.INT32, node.name
-    props = {p.key: json.loads(p.value) for p in ours.metadata_props}
     before = {p.key: json.loads(p.value) for p in fp32.metadata_props}
     assert {k: v for k, v in props.items() if k in before and k != 'precision'} == \
         {k: v for k, v in before.items() if k != 'precision'}
@@ -165,26 +176,17 @@ def test_int8_file_for_other_classes_or_config_is_refused(demo, int8):  # noqa: 
 
 
 # ---------------------------------------------------------------------------- the tool
-def test_quantize_tool_writes_with_the_umask_and_prints_the_nodes(demo, tmp_path,  # noqa: F811
-                                                                  capsys):
+def test_quantize_tool_writes_with_the_umask_and_prints_the_nodes(demo, int8):  # noqa: F811
     """tools/quantize.py with --data a folder of images: the nodes quantized, per module, and
     the time; the file and the exported one get the umask's mode (not mkstemp's 0600)."""
     assert _mode(demo['onnx']) == 0o666 & ~_umask()
-    out = tmp_path / 'q.int8.onnx'
-    images = str(demo['root'] / 'images' / 'validation')
-    previous = os.umask(0o027)
-    try:
-        load_tool('quantize').main([ADE_DEMO, demo['onnx'], '--out', str(out), '--data',
-                                    images, '--calib-images', '2'])
-    finally:
-        os.umask(previous)
-    printed = capsys.readouterr().out
-    assert _mode(out) == 0o640, oct(_mode(out))
+    assert _mode(int8['path']) == 0o640, oct(_mode(int8['path']))
+    printed = int8['printed']
     assert 'Quantized 53 nodes to INT8' in printed
     assert '  backbone: 16 Conv, 24 MatMul\n  decode_head: 13 Conv' in printed, printed
     # the first and last of the 4 images (spread): 128x200 (two windows) and 128x128 (one)
     assert 'Calibrated on 3 inputs; took' in printed
-    assert sorted(os.listdir(tmp_path)) == ['q.int8.onnx']  # no temporary left
+    assert not [n for n in os.listdir(demo['tmp']) if n.endswith('.part')]  # none left
 
 
 def test_quantize_refusals_leave_nothing(demo, tmp_path, monkeypatch):  # noqa: F811

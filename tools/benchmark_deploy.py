@@ -402,7 +402,7 @@ def main(argv=None):
     import onnxruntime
     import openvino
     print(f'\ntorch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime '
-          f'{onnxruntime.__version__}, openvino {openvino.__version__}, '
+          f"{onnxruntime.__version__}, openvino {openvino.__version__.split('-')[0]}, "
           f'{platform.processor() or platform.machine()}; medians of {args.runs} interleaved '
           'rounds after a warm-up')
 
