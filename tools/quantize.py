@@ -19,6 +19,11 @@ import sys
 from mmengine.config import DictAction
 
 from convnext_backbone.cli import prepare_config, run_tool
+from convnext_backbone.deploy.evaluate import check_file_fits_config
+from convnext_backbone.deploy.quantize import (DEFAULT_CALIBRATION_IMAGES,
+                                               calibration_image_paths, has_images,
+                                               quantize_onnx)
+from convnext_backbone.deploy.runtime import OnnxModel
 from convnext_backbone.errors import DeployError
 
 
@@ -27,8 +32,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='the config the file was exported from')
     parser.add_argument('onnx', help='the fp32 .onnx file of tools/export_onnx.py')
     parser.add_argument('--out', required=True, help='the INT8 .onnx file to write')
-    parser.add_argument('--calib-images', type=int, default=32, metavar='N',
-                        help='calibration images, spread over the sorted images (default 32)')
+    parser.add_argument('--calib-images', type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                        metavar='N', help='calibration images, spread evenly over the sorted '
+                        f'images (default {DEFAULT_CALIBRATION_IMAGES})')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
     parser.add_argument('--data', metavar='DIR',
@@ -43,10 +49,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from convnext_backbone.deploy.evaluate import check_file_fits_config
-    from convnext_backbone.deploy.quantize import (calibration_image_paths, has_images,
-                                                   quantize_onnx)
-    from convnext_backbone.deploy.runtime import OnnxModel
     image_folder = args.data if args.data and has_images(args.data) else None
     cfg = prepare_config(args.config, cfg_options=args.cfg_options,
                          data=None if image_folder else args.data,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import os.path as osp
 import time
@@ -142,7 +143,7 @@ def calibration_inputs(model: OnnxModel, paths: Sequence[str]) -> Iterator[Dict[
             image = read_image(path)
         except DeployError:
             print_log(f'Calibration: cannot read an image from {path}; passed over',
-                      logger='current', level=30)
+                      logger='current', level=logging.WARNING)
             continue
         readable += 1
         resized, scale_factor = resize_image(image, model.meta.get('test_resize'))
@@ -168,7 +169,8 @@ def calibration_inputs(model: OnnxModel, paths: Sequence[str]) -> Iterator[Dict[
 
 
 class CalibrationReader:
-    """onnxruntime's ``CalibrationDataReader``: the calibration inputs one by one, counted."""
+    """An onnxruntime ``CalibrationDataReader`` (what has ``get_next`` is one): the calibration
+    inputs one by one, counted; read once, as min-max calibration reads them."""
 
     def __init__(self, inputs: Iterator[Dict[str, np.ndarray]]) -> None:
         self.inputs = inputs
@@ -178,9 +180,6 @@ class CalibrationReader:
         feeds = next(self.inputs, None)
         self.count += feeds is not None
         return feeds
-
-    def rewind(self) -> None:  # part of the interface; calibration reads the images once
-        raise DeployError('Calibration reads its images once')
 
 
 # -------------------------------------------------------------------------------- quantize
@@ -232,6 +231,7 @@ def quantize_onnx(path: str, out: str, image_paths: Sequence[str]) -> Dict[str, 
         raise DeployError(f'{path} is already {model.precision}: quantize the fp32 file that '
                           'tools/export_onnx.py wrote')
     onnx_model = onnx.load(path)
+    fold_identity_constants(onnx_model)  # weights passed on by an Identity are constants too
     nodes = quantizable_nodes(onnx_model)
     if not nodes:
         raise DeployError(f'{path} has no Conv, MatMul or Gemm with constant weights to quantize')
