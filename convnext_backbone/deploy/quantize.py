@@ -21,6 +21,7 @@ complete: an interrupted quantization leaves nothing at ``out``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -206,7 +207,12 @@ def quantize_graph(onnx_model, out: str, inputs: Iterator[Dict[str, np.ndarray]]
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     fold_identity_constants(onnx_model)
-    reader = CalibrationReader(inputs)
+    inputs = iter(inputs)
+    first = next(inputs, None)  # refused here, not as onnxruntime's "No data is collected"
+    if first is None:
+        raise DataError('Calibration has no input: no image gave one the file takes (a '
+                        'sliding-window file takes whole windows: images at least its size)')
+    reader = CalibrationReader(itertools.chain([first], inputs))
     quantize_static(
         onnx_model, out, reader, quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(WEIGHT_OPERATORS),
@@ -215,8 +221,6 @@ def quantize_graph(onnx_model, out: str, inputs: Iterator[Dict[str, np.ndarray]]
         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         extra_options=dict(WeightSymmetric=True, ActivationSymmetric=False,
                            QDQOpTypePerChannelSupportToAxis={'MatMul': 1}))
-    if not reader.count:
-        raise DataError('Calibration ran on no input: no image gave one the file takes')
     return reader.count
 
 
