@@ -168,6 +168,22 @@ def add_runner_arguments(parser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def add_backend_arguments(parser) -> None:
+    """``--backend`` and ``--precision``: the runtime of an exported ``.onnx`` file."""
+    parser.add_argument('--backend', choices=['onnxruntime', 'openvino'],
+                        help='the runtime of an .onnx file (default: onnxruntime)')
+    parser.add_argument('--precision', choices=['f32', 'bf16'],
+                        help="OpenVINO's inference precision of the file's float parts "
+                        '(default f32; bf16 on CPUs with AVX512_BF16 or AMX)')
+
+
+def refuse_backend_arguments(args) -> None:
+    """``--backend`` / ``--precision`` are for exported files; refuse them for a checkpoint."""
+    if args.backend or args.precision:
+        raise DeployError(f'--backend and --precision choose the runtime of an exported .onnx '
+                          f'file; {args.checkpoint} is a checkpoint, run by PyTorch: drop them')
+
+
 def setup_cpu_distributed(launcher: str) -> None:
     """Start the gloo process group for ``--launcher pytorch`` on a machine without CUDA.
 

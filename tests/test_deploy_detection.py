@@ -108,6 +108,50 @@ def test_graph_roi_align_is_mmcvs(tmp_path):
         np.testing.assert_allclose(ours, mmcv, rtol=1e-5, atol=1e-5)
 
 
+def test_multiclass_nms_takes_classes_as_batches(tmp_path):
+    """``MulticlassNMS`` exported: one NonMaxSuppression whose batches are the classes, each
+    with its own boxes; onnxruntime and OpenVINO keep what the eager computation keeps
+    (mmcv's batched_nms), scores equal to the threshold dropped as mmdet's ``>`` drops them."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+    from convnext_backbone.deploy.detector import MulticlassNMS
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(3, 50, 2, generator=generator) * 100
+    boxes = torch.cat([corners, corners + torch.rand(3, 50, 2, generator=generator) * 40 + 1],
+                      -1)
+    scores = torch.rand(3, 50, generator=generator)
+    scores[1, 7] = 0.25  # exactly at the threshold: out, as mmdet's scores > score_thr
+
+    class Nms(torch.nn.Module):
+        def forward(self, b, s):
+            return MulticlassNMS.apply(b, s, 0.5, 0.25, 20)
+
+    path = str(tmp_path / 'nms.onnx')
+    torch.onnx.export(Nms(), (boxes, scores), path, dynamo=False, opset_version=17,
+                      input_names=['b', 's'], output_names=['pairs'])
+    [node] = [n for n in onnx.load(path).graph.node if n.op_type == 'NonMaxSuppression']
+    assert node.input[0] == 'b'  # (classes, boxes, 4): the classes are the batches
+    eager = Nms()(boxes, scores)
+    expected = {tuple(p) for p in eager.tolist()}
+    assert (1, 7) not in expected and len(expected) == len(eager)
+    # eager keeps every pair, the file at most 20 of a class: the cap is exercised
+    assert np.bincount(eager[:, 0].numpy(), minlength=3).max() > 20
+    feeds = {'b': boxes.numpy(), 's': scores.numpy()}
+    compiled = ov.Core().compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    for ran in (ort.InferenceSession(path).run(None, feeds)[0],
+                np.asarray(compiled(feeds)[0])):
+        kept = {tuple(p) for p in ran.tolist()}
+        assert len(kept) == len(ran) and (1, 7) not in kept
+        # the same pairs, the file's capped at 20 per class (their best 20)
+        for label in range(3):
+            ours = sorted((p for p in kept if p[0] == label),
+                          key=lambda p: -float(scores[p]))
+            theirs = sorted((p for p in expected if p[0] == label),
+                            key=lambda p: -float(scores[p]))
+            assert ours == theirs[:20], label
+
+
 def test_paste_masks_is_mmdets():
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
     generator = torch.Generator().manual_seed(1)
@@ -126,18 +170,22 @@ def test_paste_masks_is_mmdets():
 # -------------------------------------------------------------------------------- parity
 def test_mask_rcnn_demo_file_matches_mmdet(images, tmp_path):
     """Mask R-CNN demo (random weights): one file for any size; every detection of mmdet's on
-    images at and off the test size matches one of the file's."""
+    images at and off the test size matches one of the file's, run by onnxruntime and by
+    OpenVINO (fp32)."""
     model = build(COCO_DEMO)
     checkpoint = save(tmp_path, model.state_dict())
     cfg = detector_config(COCO_DEMO)
     export_onnx(cfg, checkpoint, str(tmp_path / 'mask_rcnn.onnx'))
     onnx_model = OnnxModel(str(tmp_path / 'mask_rcnn.onnx'))
+    openvino = OnnxModel(str(tmp_path / 'mask_rcnn.onnx'), backend='openvino')
     assert onnx_model.input_shape is None and onnx_model.meta['max_per_img'] == 20
+    assert openvino.meta == onnx_model.meta  # the metadata read through OpenVINO too
     for path in images['paths']:
-        ours = onnx_model(path)
         theirs = mmdet_prediction(model, cfg, path)
-        assert ours.masks.shape[1:] == theirs.masks.shape[1:]  # the original image's size
-        assert_detections_match(ours, theirs)
+        for runtime in (onnx_model, openvino):
+            ours = runtime(path)
+            assert ours.masks.shape[1:] == theirs.masks.shape[1:]  # the original image's size
+            assert_detections_match(ours, theirs)
     import onnx
     nodes = onnx.load(str(tmp_path / 'mask_rcnn.onnx')).graph.node
     ops = {n.op_type for n in nodes}

@@ -44,6 +44,45 @@ def _metrics(output, prefix=''):
                                                lines[-1] if lines else '')}
 
 
+def _int8_and_openvino(tmp_path, cfg, onnx, images, fp32_metrics, keys, tolerance):
+    """The trained demo's exported file quantized by tools/quantize.py (16 of the config's
+    training images), then evaluated by tools/test.py: INT8 in onnxruntime and OpenVINO within
+    ``tolerance`` of the fp32 file's ``keys``, OpenVINO fp32 within 0.005 (detection) or 0.05
+    (mIoU) of onnxruntime's; per-image agreement with the fp32 file in onnxruntime printed
+    (shown with -s; docs/deploy.md gives them)."""
+    from convnext_backbone.deploy.agreement import detection_agreement, label_agreement
+    from convnext_backbone.deploy.runtime import OnnxModel
+    from .helpers import load_tool
+    int8 = str(tmp_path / 'demo.int8.onnx')
+    load_tool('quantize').main([cfg, onnx, '--out', int8, '--calib-images', '16'])
+    test = load_tool('test').main
+    prefix = 'coco/' if keys[0].endswith('mAP') else ''
+    runs = {'openvino fp32': test([cfg, onnx, '--backend', 'openvino']),
+            'onnxruntime int8': test([cfg, int8]),
+            'openvino int8': test([cfg, int8, '--backend', 'openvino'])}
+    figures = {name: {k: round(float(m[prefix + k]), 4) for k in keys}
+               for name, m in runs.items()}
+    print('fp32 onnxruntime', {k: fp32_metrics[k] for k in keys}, figures)
+    for key in keys:
+        same = 0.005 if prefix else 0.05
+        assert abs(figures['openvino fp32'][key] - fp32_metrics[key]) <= same, (key, figures)
+        for name in ('onnxruntime int8', 'openvino int8'):
+            assert abs(figures[name][key] - fp32_metrics[key]) <= tolerance, (key, name, figures)
+    reference = OnnxModel(onnx)
+    models = {'openvino fp32': OnnxModel(onnx, backend='openvino'),
+              'onnxruntime int8': OnnxModel(int8),
+              'openvino int8': OnnxModel(int8, backend='openvino')}
+    for name, model in models.items():
+        agreement = []
+        for image in images[:10]:
+            ours, theirs = model(image), reference(image)
+            agreement.append(detection_agreement(theirs, ours) if prefix else
+                             label_agreement(theirs.labels, ours.labels))
+        print(f'{name}: per-image agreement with fp32 onnxruntime ('
+              f'{"detections matched, IoU >= 0.5" if prefix else "label-map pixels"}): mean '
+              f'{np.mean(agreement):.4f}, lowest {np.min(agreement):.4f}')
+
+
 @pytest.mark.slow
 def test_coco_demo_learns(tmp_path):
     """A few minutes of training from scratch take box and mask AP50 far above an untrained
@@ -71,6 +110,9 @@ param_scheduler = [
     print('coco demo, ONNX:', exported)
     for key in ('bbox_mAP', 'segm_mAP', 'bbox_mAP_50', 'segm_mAP_50'):
         assert abs(exported[key] - metrics[key]) <= 0.005, (key, exported, metrics)
+    # INT8 within 0.02 mAP of the fp32 file; OpenVINO fp32 as onnxruntime
+    images = sorted(str(p) for p in (data / 'val2017').glob('*.jpg'))
+    _int8_and_openvino(tmp_path, cfg, onnx, images, exported, ('bbox_mAP', 'segm_mAP'), 0.02)
     out = tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(data / 'val2017' / '000001.jpg'),
                       '--out-dir', str(tmp_path / 'vis'))
     picture = np.asarray(Image.open(tmp_path / 'vis' / '000001_pred.png').convert('RGB'))
@@ -116,6 +158,9 @@ default_hooks = dict(checkpoint=dict(interval=max_iters))
                                     work / 't3'))
     print('ade demo, ONNX:', exported)
     assert abs(exported['mIoU'] - single['mIoU']) <= 0.2, (exported, single)
+    # INT8 within 1.0 mIoU of the fp32 file; OpenVINO fp32 as onnxruntime
+    images = sorted(str(p) for p in (data_root / 'images' / 'validation').glob('*.jpg'))
+    _int8_and_openvino(tmp_path, cfg, onnx, images, exported, ('mIoU', ), 1.0)
     image = data_root / 'images' / 'validation' / 'ADE_valid_00000000.jpg'
     tool_output(tmp_path, 'tools/infer.py', cfg, ckpt, str(image), '--out-dir',
                 str(tmp_path / 'vis'))

@@ -3,12 +3,13 @@ segmentation (segmentation configs), one PNG per image; with --show-gt the groun
 config's test data beside each prediction.
 
     python tools/infer.py CONFIG CHECKPOINT IMAGE_OR_FOLDER [...] [--data DIR] [--show-gt]
-        [--out-dir outputs] [--score-thr 0.3] [--pred-out-dir DIR]
+        [--out-dir outputs] [--score-thr 0.3] [--pred-out-dir DIR] [--backend openvino]
 
 CHECKPOINT is read like tools/test.py reads it (any published layout, exact fit), or is an
-.onnx file of tools/export_onnx.py, run by onnxruntime (docs/deploy.md). Class names
-and palette come from the checkpoint when it names the config's classes, from the config
-otherwise. --data fits the config to a dataset of one's own, as in tools/train.py.
+.onnx file of tools/export_onnx.py or tools/quantize.py, run by onnxruntime or, with --backend
+openvino, OpenVINO (docs/deploy.md). Class names and palette come from the checkpoint when it
+names the config's classes, from the config otherwise. --data fits the config to a dataset of
+one's own, as in tools/train.py.
 """
 import argparse
 import os
@@ -19,8 +20,9 @@ import warnings
 from mmengine.config import DictAction
 
 from convnext_backbone.checkpoints import load_model_checkpoint
-from convnext_backbone.cli import (add_data_arguments, check_mmcv_ops, keep_freed_memory,
-                                   prepare_config, run_device, run_tool, stack_of)
+from convnext_backbone.cli import (add_backend_arguments, add_data_arguments, check_mmcv_ops,
+                                   keep_freed_memory, prepare_config, refuse_backend_arguments,
+                                   run_device, run_tool, stack_of)
 from convnext_backbone.data.layouts import IMAGE_SUFFIXES
 from convnext_backbone.data.predictions import write_prediction
 from convnext_backbone.engine import config_dataset_meta
@@ -113,14 +115,18 @@ def main(argv=None):
     parser.add_argument('--device', help='cpu or cuda (default: cuda where torch sees a GPU)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     add_data_arguments(parser)
+    add_backend_arguments(parser)
     args = parser.parse_args(argv)
     paths = image_paths(args.images)
     cfg = prepare_config(args.config, cfg_options=args.cfg_options, data=args.data,
                          data_splits=args.data_split)
-    if args.checkpoint.endswith('.onnx'):  # onnxruntime: no mmcv ops, no torch model
+    if args.checkpoint.endswith('.onnx'):  # onnxruntime / OpenVINO: no mmcv ops, no torch
         from convnext_backbone.deploy.evaluate import OnnxInferencer
-        inferencer = OnnxInferencer(cfg, args.checkpoint, args.config)
+        inferencer = OnnxInferencer(cfg, args.checkpoint, args.config,
+                                    backend=args.backend or 'onnxruntime',
+                                    precision=args.precision or 'f32')
     else:
+        refuse_backend_arguments(args)
         device = run_device(args.device)
         check_mmcv_ops(cfg, device)  # before anything is built
         if device == 'cpu':

@@ -98,10 +98,10 @@ fi
 "${PIP[@]}" install -q "mmdet==$MMDET_VERSION" "mmsegmentation==$MMSEG_VERSION" \
   'numpy<2.5' ftfy regex
 
-CURRENT="install convnext_backbone (editable) with its det, seg, dev (test peers) and deploy (ONNX) extras"
+CURRENT="install convnext_backbone (editable) with its det, seg, dev (test peers) and deploy (ONNX, OpenVINO) extras"
 step "$CURRENT"
 # Pinning torch here too keeps the resolver from swapping it for a release that the cached
-# mmcv wheel was not built against. deploy: onnx and onnxruntime (pyproject.toml).
+# mmcv wheel was not built against. deploy: onnx, onnxruntime and openvino (pyproject.toml).
 "${PIP[@]}" install -q -e "$ROOT[det,seg,dev,deploy]" "torch==$TORCH_VERSION" \
   "torchvision==$TORCHVISION_VERSION" "$SETUPTOOLS"
 

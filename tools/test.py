@@ -2,20 +2,23 @@
 
     python tools/test.py CONFIG CHECKPOINT [--tta] [--work-dir DIR] [--cfg-options ...]
         [--launcher none|pytorch|slurm|mpi]
-    python tools/test.py CONFIG FILE.onnx [--data DIR]        # an exported model, onnxruntime
+    python tools/test.py CONFIG FILE.onnx [--data DIR] [--backend onnxruntime|openvino]
+        [--precision f32|bf16]                                 # an exported model (fp32, int8)
 
 CHECKPOINT may be this package's, an official ConvNeXt release, an MMDetection 3 /
 MMSegmentation 1 model-zoo file or a Hugging Face UperNet-ConvNeXt folder (or an http(s) URL).
 It must fit the config's model exactly; if it does not, nothing is evaluated and the tool says
-what does not fit (exit status 1). A FILE.onnx of tools/export_onnx.py is run by onnxruntime
-(convnext_backbone.deploy) and evaluated with the config's metric; one made for another config
-or other classes is refused (docs/deploy.md).
+what does not fit (exit status 1). A FILE.onnx of tools/export_onnx.py (or its INT8 form from
+tools/quantize.py) is run by onnxruntime or OpenVINO (convnext_backbone.deploy) and evaluated
+with the config's metric; one made for another config or other classes is refused
+(docs/deploy.md).
 """
 import argparse
 import sys
 
-from convnext_backbone.cli import (add_runner_arguments, check_mmcv_ops, keep_freed_memory,
-                                   prepare_config, run_device, run_tool, setup_cpu_distributed)
+from convnext_backbone.cli import (add_backend_arguments, add_runner_arguments, check_mmcv_ops,
+                                   keep_freed_memory, prepare_config, refuse_backend_arguments,
+                                   run_device, run_tool, setup_cpu_distributed)
 from convnext_backbone.data import check_dataset
 from convnext_backbone.engine import CheckpointCheckingRunner
 
@@ -29,6 +32,7 @@ def parse_args(argv=None):
     parser.add_argument('--tta', action='store_true',
                         help="test-time augmentation: the config's tta_model and tta_pipeline")
     add_runner_arguments(parser)
+    add_backend_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -40,7 +44,8 @@ def test_onnx(cfg, args):
         raise DeployError(f'{args.checkpoint} is an exported single-scale model: it is '
                           'evaluated on one process, without --tta; drop --tta / --launcher')
     check_dataset(cfg, phases=('test', ))
-    return evaluate_onnx(cfg, args.checkpoint, args.config)
+    return evaluate_onnx(cfg, args.checkpoint, args.config, backend=args.backend or
+                         'onnxruntime', precision=args.precision or 'f32')
 
 
 def main(argv=None):
@@ -49,6 +54,7 @@ def main(argv=None):
                          data=args.data, data_splits=args.data_split)
     if args.checkpoint.endswith('.onnx'):
         return test_onnx(cfg, args)
+    refuse_backend_arguments(args)
     check_mmcv_ops(cfg, run_device())  # before anything is built
     if run_device() == 'cpu':  # CPU inference near its matmul floor (docs/speed.md)
         keep_freed_memory()

@@ -10,8 +10,8 @@ In the graph, as mmdet's test step computes them:
   ``sampling_ratio=0`` the same adaptive grid) on the level ``SingleRoIExtractor`` assigns;
 - the box head(s) (Cascade: the stages' refinements with class-aware or class-agnostic
   regression, scores averaged over stages), box decoding clipped to the image, the score
-  threshold, per-class NMS (the offset trick of mmcv's ``batched_nms``, ONNX
-  ``NonMaxSuppression``) and the best ``max_per_img``;
+  threshold, per-class NMS (``MulticlassNMS``: mmcv's ``batched_nms`` in eager runs, one ONNX
+  ``NonMaxSuppression`` with the classes as batches in the file) and the best ``max_per_img``;
 - the mask head(s) (Cascade: sigmoids averaged over stages) on the detections, boxes divided by
   the resize's scale factors, masks pasted on the original image as ``_do_paste_mask`` does
   (bilinear, ``align_corners=False``, zero outside) and thresholded at ``mask_thr_binary``.
@@ -142,6 +142,48 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     return nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+class MulticlassNMS(torch.autograd.Function):
+    """NMS within each class: ``boxes`` (C, R, 4) and ``scores`` (C, R), box r of class c
+    scored ``scores[c, r]``; those scored above ``score_threshold`` take part. Returns (K, 2)
+    int64 [class, box] of the kept pairs, at most ``max_per_class`` of a class (unordered).
+
+    Eagerly it is mmdet's ``multiclass_nms`` before its top ``max_per_img``: the pairs above
+    the threshold, ``batched_nms`` with the classes as groups. Exported (the ``symbolic``,
+    which the TorchScript exporter honours) it is one ONNX ``NonMaxSuppression`` with the
+    classes as its batches, each its own R boxes; the class-offset trick would make one class
+    of C * R boxes of it, and the operator's time grows with the boxes of a class.
+    ``max_per_class = max_per_img`` loses nothing: the best ``max_per_img`` of all classes hold
+    at most that many of one. The operator's ``score_threshold`` keeps the scores above it,
+    as mmdet's ``scores > score_thr`` (onnxruntime and OpenVINO, tested: the ONNX text does
+    not say).
+    """
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+                score_threshold: float, max_per_class: int) -> torch.Tensor:
+        count = scores.shape[1]
+        flat = scores.reshape(-1)
+        valid = torch.nonzero(flat > score_threshold).reshape(-1)
+        classes = torch.div(valid, count, rounding_mode='floor')
+        keep = valid[batched_nms(boxes.reshape(-1, 4)[valid], flat[valid], classes,
+                                 iou_threshold)]
+        return torch.stack([torch.div(keep, count, rounding_mode='floor'), keep % count], 1)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, iou_threshold: float, score_threshold: float,
+                 max_per_class: int):
+        def constant(value, dtype):
+            return g.op('Constant', value_t=torch.tensor(value, dtype=dtype))
+
+        selected = g.op('NonMaxSuppression', boxes,
+                        g.op('Unsqueeze', scores, constant([1], torch.int64)),
+                        constant([max_per_class], torch.int64),
+                        constant([iou_threshold], torch.float32),
+                        constant([score_threshold], torch.float32))
+        # (K, 3) [batch, class, box]: the batch is the class, the operator's class is 0
+        return g.op('Gather', selected, constant([0, 2], torch.int64), axis_i=1)
+
+
 def _roi_layer_args(layer) -> dict:
     """torchvision ``roi_align`` arguments of an mmcv ``RoIAlign`` layer."""
     return dict(output_size=tuple(layer.output_size), spatial_scale=float(layer.spatial_scale),
@@ -211,6 +253,7 @@ class DetectorForExport(nn.Module):
         self.pad_size_divisor = int(preprocessor.pad_size_divisor)
         self.pad_value = float(preprocessor.pad_value)
         self.cascade = type(detector.roi_head).__name__ == 'CascadeRoIHead'
+        self.proposals_per_image = int(detector.rpn_head.test_cfg.max_per_img)
 
     # ---------------------------------------------------------------------------- stages
     def _preprocess(self, image: torch.Tensor) -> torch.Tensor:
@@ -301,15 +344,21 @@ class DetectorForExport(nn.Module):
         boxes = boxes.reshape(boxes.shape[0], -1, 4)
         if boxes.shape[1] == 1:  # class-agnostic regression: one box for every class
             boxes = boxes.expand(boxes.shape[0], classes, 4)
-        # mmdet's multiclass_nms: every (roi, class) pair above score_thr, NMS per class
-        scores = scores[:, :-1].reshape(-1)
-        boxes = boxes.reshape(-1, 4)
-        labels = torch.arange(classes)[None, :].expand(rois.shape[0], classes).reshape(-1)
-        valid = torch.nonzero(scores > cfg.score_thr).reshape(-1)
-        boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, float(cfg.nms.iou_threshold))
-        keep = keep[:cfg.max_per_img] if cfg.max_per_img > 0 else keep
-        return boxes[keep], scores[keep], labels[keep]
+        # mmdet's multiclass_nms: every (roi, class) pair above score_thr, NMS per class,
+        # the best max_per_img of all classes
+        boxes = boxes.transpose(0, 1)  # (classes, rois, 4)
+        scores = scores[:, :-1].t()  # (classes, rois)
+        # at most all the rois of a class where max_per_img sets no limit
+        per_class = cfg.max_per_img if cfg.max_per_img > 0 else self.proposals_per_image
+        pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
+                                    float(cfg.score_thr), int(per_class))
+        labels, index = pairs[:, 0], pairs[:, 1]
+        boxes, scores = boxes[labels, index], scores[labels, index]
+        count = torch.as_tensor(scores.shape[0])
+        if cfg.max_per_img > 0:
+            count = torch.clamp(count, max=cfg.max_per_img)
+        scores, order = scores.topk(count)  # best first, as batched_nms orders them
+        return boxes[order], scores, labels[order]
 
     def _mask_probabilities(self, features: List[torch.Tensor], boxes: torch.Tensor,
                             labels: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 metric (mmseg's ``IoUMetric``, mmdet's ``CocoMetric``) over the runtime's predictions, and the
 config's visualizer. For ``tools/test.py`` and ``tools/infer.py`` given an ``.onnx`` file.
 
-The predictions come from ``deploy.runtime`` alone (onnxruntime); mmdet / mmseg build only the
-dataset, the metric and the pictures. Needs the config's stack (mmdet or mmseg).
+The predictions come from ``deploy.runtime`` alone (onnxruntime or OpenVINO); mmdet / mmseg
+build only the dataset, the metric and the pictures. Needs the config's stack (mmdet or mmseg).
 """
 from __future__ import annotations
 
@@ -68,8 +68,8 @@ def data_sample_of(result: 'SegmentationResult | DetectionResult', sample):
     return sample
 
 
-def evaluate_onnx(cfg: Config, path: str, config: str,
-                  threads: Optional[int] = None) -> dict:
+def evaluate_onnx(cfg: Config, path: str, config: str, threads: Optional[int] = None,
+                  backend: str = 'onnxruntime', precision: str = 'f32') -> dict:
     """The config's test metric of the exported file ``path``, logged as the test loop logs
     it (``Iter(test) [n/n]  mIoU: ...``); returns the metrics.
 
@@ -77,13 +77,15 @@ def evaluate_onnx(cfg: Config, path: str, config: str,
         cfg (Config): The config (``cli.prepare_config``: ``--data`` already applied).
         path (str): The ``.onnx`` file (``tools/export_onnx.py``).
         config (str): The config's path, for messages.
-        threads (int, optional): onnxruntime's intra-op threads.
+        threads (int, optional): The runtime's intra-op threads.
+        backend (str): ``'onnxruntime'`` or ``'openvino'``.
+        precision (str): OpenVINO's inference precision, ``'f32'`` or ``'bf16'``.
     """
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
-    model = OnnxModel(path, threads=threads)
+    model = OnnxModel(path, threads=threads, backend=backend, precision=precision)
     check_file_fits_config(model, cfg, config)
-    print_log(f'Evaluating {path}: {model.describe()} with onnxruntime', logger='current')
+    print_log(f'Evaluating {path}: {model.describe()} with {model.execution}', logger='current')
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         dataloader = Runner.build_dataloader(copy.deepcopy(cfg.test_dataloader))
         evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
@@ -100,7 +102,7 @@ def evaluate_onnx(cfg: Config, path: str, config: str,
     seconds = time.perf_counter() - start
     figures = '  '.join(f'{k}: {round(float(v), 4)}' if isinstance(v, (int, float, np.number))
                         else f'{k}: {v}' for k, v in metrics.items())
-    print_log(f'Iter(test) [{total}/{total}]    {figures}  (onnxruntime, {seconds:.1f} s)',
+    print_log(f'Iter(test) [{total}/{total}]    {figures}  ({model.execution}, {seconds:.1f} s)',
               logger='current')
     return metrics
 
@@ -114,11 +116,14 @@ class OnnxInferencer:
         cfg (Config): The config (``--data`` already applied).
         path (str): The ``.onnx`` file; refused if made for another config or other classes.
         config (str): The config's path, for messages.
+        backend (str): ``'onnxruntime'`` or ``'openvino'``.
+        precision (str): OpenVINO's inference precision, ``'f32'`` or ``'bf16'``.
     """
 
-    def __init__(self, cfg: Config, path: str, config: str) -> None:
+    def __init__(self, cfg: Config, path: str, config: str, backend: str = 'onnxruntime',
+                 precision: str = 'f32') -> None:
         from ..data.pictures import build_visualizer
-        self.model = OnnxModel(path)
+        self.model = OnnxModel(path, backend=backend, precision=precision)
         check_file_fits_config(self.model, cfg, config)
         meta = dict(classes=self.model.classes)
         if self.model.meta.get('palette'):

@@ -12,14 +12,15 @@ from the input stay symbolic in the graph, so one file can take any size (``dyna
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
+import uuid
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config
@@ -215,6 +216,25 @@ def _trace_example(fixed: Optional[Tuple[int, int]], settings: dict) -> Tuple[in
     return (200, 232)
 
 
+@contextlib.contextmanager
+def replaced_when_complete(out: str) -> Iterator[str]:
+    """A temporary path next to ``out`` to write the file to; renamed to ``out`` when the block
+    ends without an error, removed otherwise (an interrupted write leaves nothing at ``out``).
+
+    The temporary file is created by whoever writes it, with the mode any new file gets (the
+    umask), not ``tempfile.mkstemp``'s 0600, which a server running as another user could not
+    read."""
+    folder = osp.dirname(osp.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    temporary = osp.join(folder, f'.{osp.basename(out)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part')
+    try:
+        yield temporary
+        os.replace(temporary, out)
+    finally:
+        if osp.exists(temporary):
+            os.remove(temporary)
+
+
 def _check_operators(onnx_model) -> None:
     """Refuse a graph with operators outside the standard ONNX domain (mmcv's custom RoIAlign
     or NMS would need mmcv's onnxruntime plug-in)."""
@@ -294,7 +314,7 @@ def export_onnx(cfg: Config,
         axes['image'] = {1: 'height', 2: 'width'}
     preprocessor = model.data_preprocessor
     meta = dict(
-        task=task, exporter='convnext_backbone tools/export_onnx.py',
+        task=task, exporter='convnext_backbone tools/export_onnx.py', precision='fp32',
         config=config_name or cfg.filename and osp.basename(cfg.filename),
         config_fingerprint=fingerprint,
         checkpoint=osp.basename(str(checkpoint).rstrip('/')),
@@ -317,11 +337,7 @@ def export_onnx(cfg: Config,
     example.random_(0, 256, generator=torch.Generator().manual_seed(0))
     example = (example, torch.tensor([1.0, 1.0]), torch.tensor(size, dtype=torch.long))
     example = example[:len(inputs)]  # the image, the scale factor, the original size
-    folder = osp.dirname(osp.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix='.onnx.part', dir=folder)
-    os.close(handle)
-    try:
+    with replaced_when_complete(out) as temporary:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated in favour of torch.export, which cannot
             # export torchvision's NMS / RoIAlign (module docstring); tracer warnings are about
@@ -339,10 +355,6 @@ def export_onnx(cfg: Config,
             entry.key, entry.value = key, json.dumps(value)
         onnx.checker.check_model(onnx_model)
         onnx.save(onnx_model, temporary)
-        os.replace(temporary, out)
-    finally:
-        if osp.exists(temporary):
-            os.remove(temporary)
     size = osp.getsize(out) / 2**20
     print_log(f'Wrote {out} ({size:.1f} MiB, {task}, '
               f'{"any size" if fixed is None else f"{fixed[0]}x{fixed[1]}"} inputs, opset '

@@ -1,5 +1,6 @@
-"""Run an exported detector or segmentor (``tools/export_onnx.py``) with onnxruntime, numpy and
-OpenCV only: no torch, mmcv, mmdet or mmseg.
+"""Run an exported detector or segmentor (``tools/export_onnx.py``, fp32 or INT8 from
+``tools/quantize.py``) with onnxruntime or OpenVINO, numpy and OpenCV only: no torch, mmcv,
+mmdet or mmseg. OpenVINO is imported only when its backend is asked for.
 
 The file carries what the runtime needs in its metadata (``metadata_props``, JSON values): the
 test-time resize of the config's test pipeline, the sliding-window settings, the classes and
@@ -155,10 +156,10 @@ class DetectionResult:
     masks: Optional[np.ndarray] = None
 
 
-def read_metadata(session) -> Dict[str, object]:
+def decode_metadata(props: Dict[str, str]) -> Dict[str, object]:
     """The file's ``metadata_props``, JSON-decoded (``tools/export_onnx.py`` writes JSON)."""
     found = {}
-    for key, value in session.get_modelmeta().custom_metadata_map.items():
+    for key, value in props.items():
         try:
             found[key] = json.loads(value)
         except ValueError:
@@ -166,36 +167,144 @@ def read_metadata(session) -> Dict[str, object]:
     return found
 
 
+# ---------------------------------------------------------------------------- the runtimes
+BACKENDS = ('onnxruntime', 'openvino')
+# OpenVINO's INFERENCE_PRECISION_HINT for the float parts of the graph.
+PRECISIONS = ('f32', 'bf16')
+INSTALL = "pip install 'convnext_backbone[deploy]'"
+
+
+def _import_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise DeployError(f'The OpenVINO backend needs the openvino package, which does not '
+                          f'import here ({exc}): {INSTALL} (or pip install openvino)') from None
+    return openvino
+
+
+class OnnxRuntimeSession:
+    """A file in an onnxruntime ``InferenceSession``: ``run(feeds)`` -> {output name: array}.
+
+    Args:
+        path (str): The ``.onnx`` file.
+        providers (Sequence[str], optional): Execution providers (default: CPU).
+        threads (int, optional): Intra-op threads (default: onnxruntime's choice).
+    """
+
+    name = 'onnxruntime'
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise DeployError(f'The onnxruntime backend needs the onnxruntime package, which '
+                              f'does not import here ({exc}): {INSTALL}') from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            path, options, providers=list(providers or ['CPUExecutionProvider']))
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.version = ort.__version__
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+
+
+class OpenVinoSession:
+    """A file compiled by OpenVINO for the CPU: ``run(feeds)`` -> {output name: array}, the
+    outputs found by name (OpenVINO may order them otherwise than the file).
+
+    Args:
+        path (str): The ``.onnx`` file (fp32, or INT8 with QuantizeLinear / DequantizeLinear,
+            which OpenVINO runs in INT8).
+        precision (str): ``INFERENCE_PRECISION_HINT`` of the float parts: ``'f32'`` (set
+            explicitly: on CPUs with AMX or AVX512_BF16 OpenVINO's default is bf16) or
+            ``'bf16'``, refused on a CPU without bf16 instructions.
+        threads (int, optional): ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
+    """
+
+    name = 'openvino'
+
+    def __init__(self, path: str, precision: str = 'f32', threads: Optional[int] = None) -> None:
+        openvino = _import_openvino()
+        if precision not in PRECISIONS:
+            raise DeployError(f'OpenVINO inference precision {precision!r}: expected one of '
+                              f'{", ".join(PRECISIONS)}')
+        core = openvino.Core()
+        if precision == 'bf16' and 'BF16' not in core.get_property(
+                'CPU', 'OPTIMIZATION_CAPABILITIES'):
+            raise DeployError('bf16 inference needs a CPU with AVX512_BF16 or AMX; this one ('
+                              f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}) has neither: "
+                              "use precision 'f32'")
+        model = core.read_model(path)
+        self.metadata = _openvino_metadata(model)
+        config = {'INFERENCE_PRECISION_HINT': precision, 'PERFORMANCE_HINT': 'LATENCY'}
+        if threads:
+            config['INFERENCE_NUM_THREADS'] = int(threads)
+        self.compiled = core.compile_model(model, 'CPU', config)
+        self.request = self.compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.outputs = {name: port for port in self.compiled.outputs
+                        for name in port.get_names()}
+        self.version = openvino.__version__.split('-')[0]  # 2026.4.1-22982-...: the release
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        results = self.request.infer(feeds)
+        return {name: np.array(results[port]) for name, port in self.outputs.items()}
+
+
+def _openvino_metadata(model) -> Dict[str, str]:
+    """The ONNX file's ``metadata_props``, which OpenVINO's ONNX reader keeps in the model's
+    run-time info under ``framework``."""
+    if not model.has_rt_info(['framework']):
+        return {}
+    return {key: value.astype(str) for key, value in model.get_rt_info()['framework'].items()}
+
+
 class OnnxModel:
-    """An exported detector or segmentor in an onnxruntime session, with the config's test-time
-    pre- and post-processing.
+    """An exported detector or segmentor (fp32, or INT8 from ``tools/quantize.py``) in
+    onnxruntime or OpenVINO, with the config's test-time pre- and post-processing.
 
     Args:
         path (str): The ``.onnx`` file.
         providers (Sequence[str], optional): onnxruntime execution providers (default: CPU).
-        threads (int, optional): Intra-op threads (default: onnxruntime's choice).
+        threads (int, optional): Intra-op threads (default: the runtime's choice).
+        backend (str): ``'onnxruntime'`` (default) or ``'openvino'`` (CPU).
+        precision (str): OpenVINO's inference precision of the float parts, ``'f32'``
+            (default) or ``'bf16'`` (CPUs with AVX512_BF16 or AMX).
     """
 
     def __init__(self, path: str, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None) -> None:
-        import onnxruntime as ort
+                 threads: Optional[int] = None, backend: str = 'onnxruntime',
+                 precision: str = 'f32') -> None:
+        if backend not in BACKENDS:
+            raise DeployError(f'Unknown backend {backend!r}: expected one of '
+                              f'{", ".join(BACKENDS)}')
+        if backend != 'openvino' and precision != 'f32':
+            raise DeployError(f'precision {precision!r} is an OpenVINO setting: use '
+                              "backend='openvino' (--backend openvino)")
         if not osp.isfile(path):
             raise DeployError(f'No such ONNX file: {path}')
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.path = path
-        self.session = ort.InferenceSession(
-            path, options, providers=list(providers or ['CPUExecutionProvider']))
-        self.meta = read_metadata(self.session)
+        self.backend = backend
+        self.runtime = (OnnxRuntimeSession(path, providers, threads) if backend == 'onnxruntime'
+                        else OpenVinoSession(path, precision, threads))
+        self.meta = decode_metadata(self.runtime.metadata)
         if self.meta.get('task') not in ('segmentation', 'detection'):
             raise DeployError(f'{path} was not made by tools/export_onnx.py: its metadata names '
                               f'no task (segmentation or detection)')
         self.task = self.meta['task']
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_name = self.runtime.input_names[0]
         shape = self.meta.get('input_shape')
         self.input_shape = tuple(shape) if isinstance(shape, list) else None  # None: any
+        self.precision = str(self.meta.get('precision', 'fp32'))
+        self.execution = (f'{backend} {self.runtime.version}' +
+                          (f', {precision} inference' if backend == 'openvino' else ''))
 
     @property
     def classes(self) -> Tuple[str, ...]:
@@ -206,13 +315,18 @@ class OnnxModel:
         size = ('any size' if self.input_shape is None else
                 f'{self.input_shape[0]}x{self.input_shape[1]} inputs')
         return (f"{self.meta.get('config')} ({self.task}, {len(self.classes)} classes, {size}, "
-                f"checkpoint sha256 {str(self.meta.get('checkpoint_sha256'))[:12]}...)")
+                f"{self.precision}, checkpoint sha256 "
+                f"{str(self.meta.get('checkpoint_sha256'))[:12]}...)")
 
     # ------------------------------------------------------------------------------ running
     def run(self, image: np.ndarray, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
         """The graph's outputs for one image as the graph takes it: (H, W, 3) uint8, BGR, already
         resized (detection: with the inputs ``scale_factor`` and ``original_size``). A
         fixed-size file refuses another size."""
+        return self.runtime.run(self.inputs_of(image, **inputs))
+
+    def inputs_of(self, image: np.ndarray, **inputs: np.ndarray) -> Dict[str, np.ndarray]:
+        """The graph's inputs by name for one image as ``run`` takes it (checked)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DeployError(f'Expected an (H, W, 3) uint8 BGR image, got {image.shape} '
                               f'{image.dtype}')
@@ -226,11 +340,9 @@ class OnnxModel:
             inputs = dict(scale_factor=np.ones(2, np.float32),
                           original_size=np.asarray(image.shape[:2], np.int64))
         # (a one-stage detector's graph takes no original_size: its boxes are all it returns)
-        taken = {i.name for i in self.session.get_inputs()}
-        outputs = self.session.run(self.output_names,
-                                   {self.input_name: np.ascontiguousarray(image[None]),
-                                    **{k: v for k, v in inputs.items() if k in taken}})
-        return dict(zip(self.output_names, outputs))
+        taken = set(self.runtime.input_names)
+        return {self.input_name: np.ascontiguousarray(image[None]),
+                **{k: v for k, v in inputs.items() if k in taken}}
 
     def __call__(self, image: 'np.ndarray | str'):
         """Predict on one image (BGR uint8 array, or a path) at its original size:
