@@ -17,7 +17,6 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as checkpoint
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import PretrainedInit, initialize

@@ -307,8 +307,9 @@ def check_hash(url: str, path: str, what: Optional[str] = None) -> None:
     if not actual.startswith(prefix):
         _remove(path)
         raise CheckpointError(
-            f'{what or f"{path} (of {url})"} has sha256 {actual}, but its name says it starts with {prefix}: '
-            'a corrupt or different file; it was removed, run again to download it anew')
+            f'{what or f"{path} (of {url})"} has sha256 {actual}, but its name says it starts '
+            f'with {prefix}: a corrupt or different file; it was removed, run again to '
+            'download it anew')
 
 
 def _verify_once(url: str, path: str) -> None:

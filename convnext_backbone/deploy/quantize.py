@@ -20,7 +20,6 @@ complete: an interrupted quantization leaves nothing at ``out``.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -38,7 +37,7 @@ from mmengine.logging import print_log
 from ..data.configure import innermost_dataset
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DataError, DeployError, shorten
-from .export import replaced_when_complete
+from .export import file_sha256, replaced_when_complete
 from .runtime import OnnxModel, read_image, resize_image, slide_windows
 
 # The operators whose constant weights are quantized (per output channel: Conv's axis 0, the
@@ -184,14 +183,6 @@ class CalibrationReader:
 
 
 # -------------------------------------------------------------------------------- quantize
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # The quantizer's settings, in words (the file's metadata) and as onnxruntime's arguments.
 SETTINGS = dict(format='QDQ', weights='int8, symmetric, per output channel',
                 activations='uint8, asymmetric, per tensor', calibration='min-max',
@@ -248,7 +239,7 @@ def quantize_onnx(path: str, out: str, image_paths: Sequence[str]) -> Dict[str, 
                      quantizer=dict(library=f'onnxruntime.quantization {onnxruntime.__version__}',
                                     calibration_inputs=count,
                                     calibration_images=len(image_paths), **SETTINGS),
-                     fp32_file=osp.basename(path), fp32_sha256=_sha256(path),
+                     fp32_file=osp.basename(path), fp32_sha256=file_sha256(path),
                      quantized_nodes=nodes)
         # every key of the fp32 file's (as written: JSON), then the INT8 file's own
         meta = {**{p.key: p.value for p in onnx_model.metadata_props},
