@@ -134,8 +134,8 @@ def profile_case(model: nn.Module, x: torch.Tensor, *, forwards: int = 3,
 
     Returns a dict: ``forward_ms`` and ``floor_ms`` (per forward, as profiled: the sum of the
     rows), ``profiled_wall_ms`` (the profiled forwards by the clock, per forward: the time the
-    rows account for), ``unprofiled_forward_ms`` and ``unprofiled_floor_ms`` (medians of as many unprofiled
-    steps, interleaved, for the profiler's overhead), and ``rows``: one per range and operator,
+    rows account for), ``unprofiled_forward_ms`` and ``unprofiled_floor_ms`` (medians of as
+    many unprofiled steps, interleaved, for the profiler's overhead), and ``rows``: one per range and operator,
     ``range``, ``operator``, ``calls`` and ``ms`` per forward, ``floor_ms`` (the floor's
     products in that range, on its matrix-product row) and ``above_floor_ms``, in forward order
     of the ranges, largest first within one."""

@@ -2,8 +2,8 @@
 
 The table has a row per peer (and compiled peer, and the matmul floor) per case: the median
 and the spread (min-max) of the repeats (the floor's "median" is the sum of each of its
-products' fastest times, ``floor.MatmulFloor``), the ratio to the fastest other peer of the same kind
-(eager or compiled), the ratio to the case's matmul floor, the achieved GFLOP/s and its
+products' fastest times, ``floor.MatmulFloor``), the ratio to the fastest other peer of the
+same kind (eager or compiled), the ratio to the case's matmul floor, the achieved GFLOP/s and its
 fraction of the machine's matrix-product peak of the case's dtype, and the compile time of a
 compiled row; then the peers' output differences and, with ``--memory``, the activation memory
 table, and with ``--profile`` each eval case's account of our forward's time above its matmul
