@@ -87,7 +87,13 @@ def evaluate_onnx(cfg: Config, path: str, config: str, threads: Optional[int] = 
     check_file_fits_config(model, cfg, config)
     print_log(f'Evaluating {path}: {model.describe()} with {model.execution}', logger='current')
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        dataloader = Runner.build_dataloader(copy.deepcopy(cfg.test_dataloader))
+        # The runtime reads each image itself (``model(sample.img_path)``); the loader gives
+        # the annotations. Worker processes would only prepare unused tensors, and forking a
+        # process that runs OpenVINO's thread pool corrupted this process's heap (a crash
+        # later in an unrelated allocation, measured with OpenVINO 2026.4.1): no workers.
+        loader = copy.deepcopy(cfg.test_dataloader)
+        loader.update(num_workers=0, persistent_workers=False)
+        dataloader = Runner.build_dataloader(loader)
         evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
         evaluator.dataset_meta = dataloader.dataset.metainfo
         total = len(dataloader)

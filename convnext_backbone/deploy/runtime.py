@@ -248,14 +248,16 @@ class OpenVinoSession:
             config['INFERENCE_NUM_THREADS'] = int(threads)
         self.compiled = core.compile_model(model, 'CPU', config)
         self.request = self.compiled.create_infer_request()
-        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
-        self.outputs = {name: port for port in self.compiled.outputs
-                        for name in port.get_names()}
+        # An input's tensor may carry other names too (a no-op Cast after it, removed, leaves
+        # its output name: scale_factor is also /Cast_53_output_0); its Parameter keeps the
+        # file's input name.
+        self.input_names = [p.get_node().get_friendly_name() for p in self.compiled.inputs]
         self.version = openvino.__version__.split('-')[0]  # 2026.4.1-22982-...: the release
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         results = self.request.infer(feeds)
-        return {name: np.array(results[port]) for name, port in self.outputs.items()}
+        return {name: array for port in self.compiled.outputs
+                for array in [np.array(results[port])] for name in port.get_names()}
 
 
 def _openvino_metadata(model) -> Dict[str, str]:
