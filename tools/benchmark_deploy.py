@@ -185,7 +185,11 @@ class WholeModel(Case):
                 self.calls[name] = lambda net=net: net.encode_decode(x, metas).argmax(1)[0].numpy()
         else:
             data = detection_input(cfg, image)
-            assert tuple(data['data_samples'][0].img_shape) == self.size  # the resize keeps it
+            resized = tuple(data['data_samples'][0].img_shape)
+            if resized != self.size:  # every variant must see the same pixels
+                sys.exit(f'--size {self.size[0]} {self.size[1]}: the test resize of {self.name} '
+                         f'makes it {resized[0]}x{resized[1]}; give a size it keeps (one '
+                         '--size per config; the paper configs keep 800 1216)')
 
             def detect(net):
                 found = net.test_step(data)[0].pred_instances
