@@ -135,12 +135,14 @@ def _compiled_ops(cfg: Config) -> Optional[Tuple[str, str, str]]:
     return None
 
 
-def add_data_arguments(parser) -> None:
-    """``--data DIR`` and ``--data-split``: a dataset of one's own (``convnext_backbone.data``)."""
-    parser.add_argument('--data', metavar='DIR',
-                        help='a dataset folder (COCO-format for detection configs; images/ + '
-                        'annotations/ + classes.txt, or ADE20K, for segmentation): the config '
-                        'takes its splits and classes')
+DATA_HELP = ('a dataset folder (COCO-format for detection configs; images/ + annotations/ + '
+             'classes.txt, or ADE20K, for segmentation): the config takes its splits and classes')
+
+
+def add_data_arguments(parser, data_help: str = DATA_HELP) -> None:
+    """``--data DIR`` and ``--data-split``: a dataset of one's own (``convnext_backbone.data``);
+    ``data_help`` for a tool that also takes something else as ``--data``."""
+    parser.add_argument('--data', metavar='DIR', help=data_help)
     parser.add_argument('--data-split', nargs='+', metavar='SPLIT=PATH[:PATH]',
                         help='with --data: a split\'s annotation file and image folder (COCO), '
                         'or image and label-map folders, relative to DIR, e.g. '

@@ -216,3 +216,13 @@ def test_quantize_refusals_leave_nothing(demo, tmp_path, monkeypatch):  # noqa: 
     with pytest.raises(KeyboardInterrupt):
         quantize_onnx(demo['onnx'], out, demo['images'][:1])
     assert os.listdir(tmp_path / 'out') == []
+
+
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_a_file_that_is_not_onnx_is_refused_in_words(tmp_path, backend):
+    path = tmp_path / 'model.onnx'
+    path.write_bytes(b'a checkpoint renamed, or a half-copied file')
+    with pytest.raises(DeployError, match=rf'{path} is not an ONNX file that '
+                       rf'{"OpenVINO" if backend == "openvino" else "onnxruntime"} can read '
+                       r'\(.+\): tools/export_onnx.py writes one'):
+        OnnxModel(str(path), backend=backend)

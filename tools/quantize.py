@@ -18,7 +18,7 @@ import sys
 
 from mmengine.config import DictAction
 
-from convnext_backbone.cli import prepare_config, run_tool
+from convnext_backbone.cli import add_data_arguments, prepare_config, run_tool
 from convnext_backbone.deploy.evaluate import check_file_fits_config
 from convnext_backbone.deploy.quantize import (DEFAULT_CALIBRATION_IMAGES,
                                                calibration_image_paths, has_images,
@@ -37,13 +37,9 @@ def parse_args(argv=None):
                         f'images (default {DEFAULT_CALIBRATION_IMAGES})')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries')
-    parser.add_argument('--data', metavar='DIR',
-                        help='a folder of images to calibrate on, or a dataset folder as '
-                        'tools/train.py takes it: the config takes its classes, calibration '
-                        'its training images')
-    parser.add_argument('--data-split', nargs='+', metavar='SPLIT=PATH[:PATH]',
-                        help="with a dataset --data: a split's annotation file and image folder, "
-                        'as tools/train.py takes it')
+    add_data_arguments(parser, 'a folder of images to calibrate on, or a dataset folder as '
+                       'tools/train.py takes it: the config takes its classes, calibration its '
+                       'training images')
     return parser.parse_args(argv)
 
 

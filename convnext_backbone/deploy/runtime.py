@@ -183,6 +183,12 @@ def _import_openvino():
     return openvino
 
 
+def _unreadable(path: str, runtime: str, exc: Exception) -> DeployError:
+    last = [line for line in str(exc).splitlines() if line.strip()][-1:]
+    return DeployError(f'{path} is not an ONNX file that {runtime} can read '
+                       f'({" ".join(last)[:300]}): tools/export_onnx.py writes one')
+
+
 class OnnxRuntimeSession:
     """A file in an onnxruntime ``InferenceSession``: ``run(feeds)`` -> {output name: array}.
 
@@ -204,8 +210,12 @@ class OnnxRuntimeSession:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            path, options, providers=list(providers or ['CPUExecutionProvider']))
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
+        try:
+            self.session = ort.InferenceSession(
+                path, options, providers=list(providers or ['CPUExecutionProvider']))
+        except (Fail, InvalidGraph, InvalidProtobuf) as exc:
+            raise _unreadable(path, 'onnxruntime', exc) from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -241,7 +251,10 @@ class OpenVinoSession:
             raise DeployError('bf16 inference needs a CPU with AVX512_BF16 or AMX; this one ('
                               f"{core.get_property('CPU', 'FULL_DEVICE_NAME')}) has neither: "
                               "use precision 'f32'")
-        model = core.read_model(path)
+        try:
+            model = core.read_model(path)
+        except RuntimeError as exc:  # what OpenVINO raises for a file it cannot read
+            raise _unreadable(path, 'OpenVINO', exc) from None
         self.metadata = _openvino_metadata(model)
         config = {'INFERENCE_PRECISION_HINT': precision, 'PERFORMANCE_HINT': 'LATENCY'}
         if threads:
