@@ -152,6 +152,56 @@ def test_multiclass_nms_takes_classes_as_batches(tmp_path):
             assert ours == theirs[:20], label
 
 
+@pytest.mark.parametrize('method', ['linear', 'gaussian', 'naive'])
+def test_multiclass_soft_nms_is_mmdets(method, tmp_path):
+    """``multiclass_soft_nms``, eager and exported (onnxruntime, OpenVINO), keeps what mmdet's
+    ``multiclass_nms`` with mmcv's soft-NMS keeps: the same boxes, labels and lowered scores,
+    best ``max_per_img`` first; the steps cap each class as max_per_img caps all."""
+    import onnxruntime as ort
+    import openvino as ov
+    from mmdet.models.layers import multiclass_nms
+    from convnext_backbone.deploy.detector import multiclass_soft_nms
+    generator = torch.Generator().manual_seed(2)
+    # overlapping clusters, so that scores are lowered and some fall below min_score
+    corners = torch.rand(3, 60, 2, generator=generator) * 30
+    boxes = torch.cat([corners, corners + torch.rand(3, 60, 2, generator=generator) * 20 + 40],
+                      -1)
+    scores = torch.rand(3, 60, generator=generator)
+    nms = dict(type='soft_nms', iou_threshold=0.4, sigma=0.5, min_score=0.05, method=method)
+    steps, score_thr = 25, 0.1
+    arguments = {k: v for k, v in nms.items() if k != 'type'}
+
+    class SoftNms(torch.nn.Module):
+        def forward(self, b, s):
+            pairs, kept = multiclass_soft_nms(b, s, score_thr, steps, offset=0, **arguments)
+            return b[pairs[:, 0], pairs[:, 1]], kept, pairs[:, 0]
+
+    def best_first(outputs):  # as mmdet: the best max_per_img of all classes
+        order = np.argsort(-np.asarray(outputs[1]), kind='stable')[:steps]
+        return [np.asarray(o)[order] for o in outputs]
+
+    # mmdet's layout: (R, C * 4) boxes, (R, C + 1) scores with the background last
+    dets, labels = multiclass_nms(boxes.permute(1, 0, 2).reshape(60, 12),
+                                  torch.cat([scores.t(), torch.zeros(60, 1)], 1), score_thr,
+                                  nms, max_num=steps)
+    # linear / gaussian lower the overlapping scores (the cap cuts); naive drops those boxes
+    assert (len(dets) < steps) if method == 'naive' else (len(dets) == steps)
+    path = str(tmp_path / 'soft_nms.onnx')
+    torch.onnx.export(SoftNms(), (boxes, scores), path, dynamo=False, opset_version=17,
+                      input_names=['b', 's'], output_names=['boxes', 'scores', 'labels'])
+    feeds = {'b': boxes.numpy(), 's': scores.numpy()}
+    compiled = ov.Core().compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    eager = [t.numpy() for t in SoftNms()(boxes, scores)]
+    for ours in map(best_first, (eager, ort.InferenceSession(path).run(None, feeds),
+                                 list(compiled(feeds).values()))):
+        np.testing.assert_array_equal(ours[2], labels.numpy())
+        np.testing.assert_array_equal(ours[0], dets[:, :4].numpy())
+        np.testing.assert_allclose(ours[1], dets[:, 4].numpy(), rtol=1e-6)
+    own = scores[labels, [int(np.flatnonzero((boxes[l] == b).all(1))[0])
+                          for l, b in zip(labels.tolist(), dets[:, :4])]]
+    assert torch.equal(own, dets[:, 4]) == (method == 'naive')  # lowered, or not
+
+
 def test_paste_masks_is_mmdets():
     from mmdet.models.roi_heads.mask_heads.fcn_mask_head import _do_paste_mask
     generator = torch.Generator().manual_seed(1)
@@ -230,6 +280,22 @@ def test_unhandled_parts_are_refused():
         DetectorForExport(model)
 
 
+@pytest.mark.parametrize('nms, max_per_img, message', [
+    (dict(type='soft_nms', method='hard'), 100, r"soft_nms method='hard': mmcv's are naive, "
+     r'linear, gaussian'),
+    (dict(type='soft_nms', class_agnostic=True), 100, r'test_cfg.rcnn.nms \(soft_nms\) sets '
+     r'class_agnostic; the exporter handles iou_threshold, sigma'),
+    (dict(type='soft_nms'), -1, r'max_per_img <= 0 with soft_nms: the graph unrolls'),
+    (dict(type='soft_nms', min_score=0.5), 100, r'min_score=0.5 above test_cfg.rcnn.score_thr'),
+    (dict(type='matrix_nms'), 100, r"handles R-CNN NMS of the types nms, soft_nms; this "
+     r"config's test_cfg.rcnn.nms is a matrix_nms")])
+def test_soft_nms_the_graph_would_not_reproduce_is_refused(nms, max_per_img, message):
+    model = build(COCO_DEMO)
+    model.roi_head.test_cfg.update(nms=nms, max_per_img=max_per_img)
+    with pytest.raises(DeployError, match=message):
+        DetectorForExport(model)
+
+
 # ----------------------------------------------------------------------------- the tools
 def _coco_metrics(output):
     line = [line for line in output.splitlines() if '(test) [' in line and 'bbox_mAP' in line]
@@ -305,6 +371,7 @@ def test_fixed_size_detection_file_matches_and_refuses_other_sizes(images, tmp_p
 # ------------------------------------------------------------------ paper-sized configs
 MASK_RCNN_T = osp.join(ROOT, 'configs/mask_rcnn_convnext_t.py')
 MASK_RCNN_V2_T = osp.join(ROOT, 'configs/mask_rcnn_convnextv2_t.py')
+MASK_RCNN_V2_B_LSJ = osp.join(ROOT, 'configs/mask_rcnn_convnextv2_b_lsj_3x.py')
 
 
 def separated_(model):
@@ -324,10 +391,11 @@ def separated_(model):
 PAPER_TEST_CFG = dict(rcnn=dict(score_thr=0.25))
 
 
-def _paper_config_parity(path, image, tmp_path, resize=None):
-    model = separated_(build(path, test_cfg=PAPER_TEST_CFG))
+def _paper_config_parity(path, image, tmp_path, resize=None, **changes):
+    changes = dict(changes, test_cfg=PAPER_TEST_CFG)
+    model = separated_(build(path, **changes))
     checkpoint = save(tmp_path, model.state_dict())
-    cfg = detector_config(path, test_cfg=PAPER_TEST_CFG)
+    cfg = detector_config(path, **changes)
     if resize is not None:
         steps = cfg.test_dataloader.dataset.pipeline
         steps[[t['type'] for t in steps].index('Resize')] = resize
@@ -361,3 +429,15 @@ def test_mask_rcnn_v2_t_file_matches_mmdet(images, tmp_path):
     Image.open(images['paths'][1]).resize((640, 416), Image.BILINEAR).save(image)
     resize = dict(type='Resize', scale=(640, 416), keep_ratio=True)
     assert _paper_config_parity(MASK_RCNN_V2_T, image, tmp_path, resize=resize) > 0
+
+
+@pytest.mark.slow
+def test_soft_nms_recipe_file_matches_mmdet(images, tmp_path):
+    """configs/mask_rcnn_convnextv2_b_lsj_3x.py's test (soft-NMS in the R-CNN, unrolled in the
+    graph) with a V2 atto backbone, random weights, the test resize made 640x416: every
+    detection, with the score soft-NMS lowered it to, matched one to one."""
+    image = str(tmp_path / 'v2.jpg')
+    Image.open(images['paths'][0]).resize((640, 416), Image.BILINEAR).save(image)
+    resize = dict(type='Resize', scale=(640, 416), keep_ratio=True)
+    atto = dict(backbone=dict(arch='atto'), neck=dict(in_channels=[40, 80, 160, 320]))
+    assert _paper_config_parity(MASK_RCNN_V2_B_LSJ, image, tmp_path, resize=resize, **atto) > 0

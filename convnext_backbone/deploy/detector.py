@@ -11,7 +11,8 @@ In the graph, as mmdet's test step computes them:
 - the box head(s) (Cascade: the stages' refinements with class-aware or class-agnostic
   regression, scores averaged over stages), box decoding clipped to the image, the score
   threshold, per-class NMS (``MulticlassNMS``: mmcv's ``batched_nms`` in eager runs, one ONNX
-  ``NonMaxSuppression`` with the classes as batches in the file) and the best ``max_per_img``;
+  ``NonMaxSuppression`` with the classes as batches in the file; soft-NMS unrolled,
+  ``multiclass_soft_nms``) and the best ``max_per_img``;
 - the mask head(s) (Cascade: sigmoids averaged over stages) on the detections, boxes divided by
   the resize's scale factors, masks pasted on the original image as ``_do_paste_mask`` does
   (bilinear, ``align_corners=False``, zero outside) and thresholded at ``mask_thr_binary``.
@@ -47,14 +48,20 @@ HANDLED = {
     'roi_layer': ('RoIAlign', ),
     'box_coder': ('DeltaXYWHBBoxCoder', ),
     'anchor_generator': ('AnchorGenerator', ),
-    'nms': ('nms', ),
+    'rpn_nms': ('nms', ),
+    'rcnn_nms': ('nms', 'soft_nms'),
 }
+
+
+# how a refusal names the kinds whose key does not read as a plural with an "s"
+KIND_NAMES = {'rpn_nms': 'RPN NMS', 'rcnn_nms': 'R-CNN NMS'}
 
 
 def _refuse_unless(kind: str, module, part: str) -> None:
     name = module if isinstance(module, str) else type(module).__name__
     if name not in HANDLED[kind]:
-        raise DeployError(f'The exporter handles {kind.replace("_", " ")}s of the types '
+        kinds = KIND_NAMES.get(kind, f'{kind.replace("_", " ")}s')
+        raise DeployError(f'The exporter handles {kinds} of the types '
                           f'{", ".join(HANDLED[kind])}; this config\'s {part} is a {name}')
 
 
@@ -74,13 +81,15 @@ def check_detector(detector: nn.Module) -> None:
     _refuse_unless('anchor_generator', detector.rpn_head.prior_generator,
                    'rpn_head.anchor_generator')
     _refuse_unless('box_coder', detector.rpn_head.bbox_coder, 'rpn_head.bbox_coder')
-    _refuse_unless('nms', detector.rpn_head.test_cfg.nms.get('type', 'nms'), 'test_cfg.rpn.nms')
+    _refuse_unless('rpn_nms', detector.rpn_head.test_cfg.nms.get('type', 'nms'), 'test_cfg.rpn.nms')
     roi_head = detector.roi_head
     _refuse_unless('roi_head', roi_head, 'roi_head')
     if not roi_head.with_mask:
         raise DeployError('The exporter handles detectors with a mask head (Mask R-CNN, Cascade '
                           'Mask R-CNN); this roi_head has none')
-    _refuse_unless('nms', roi_head.test_cfg.nms.get('type', 'nms'), 'test_cfg.rcnn.nms')
+    _refuse_unless('rcnn_nms', roi_head.test_cfg.nms.get('type', 'nms'), 'test_cfg.rcnn.nms')
+    if roi_head.test_cfg.nms.get('type') == 'soft_nms':
+        soft_nms_arguments(roi_head.test_cfg)
     for index, head in enumerate(_stages(roi_head.bbox_head)):
         _refuse_unless('bbox_head', head, f'roi_head.bbox_head[{index}]')
         _refuse_unless('box_coder', head.bbox_coder, f'roi_head.bbox_head[{index}].bbox_coder')
@@ -182,6 +191,89 @@ class MulticlassNMS(torch.autograd.Function):
                         constant([score_threshold], torch.float32))
         # (K, 3) [batch, class, box]: the batch is the class, the operator's class is 0
         return g.op('Gather', selected, constant([0, 2], torch.int64), axis_i=1)
+
+
+# mmcv's soft_nms: its arguments (with their defaults) and methods
+SOFT_NMS_DEFAULTS = dict(iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0)
+SOFT_NMS_METHODS = ('naive', 'linear', 'gaussian')
+
+
+def soft_nms_arguments(test_cfg) -> dict:
+    """The R-CNN ``test_cfg``'s soft-NMS arguments, mmcv's defaults filled in; refused in
+    words where the graph would not be mmdet's test."""
+    given = {k: v for k, v in test_cfg.nms.items() if k not in ('type', 'split_thr')}
+    unknown = sorted(set(given) - set(SOFT_NMS_DEFAULTS))
+    if unknown:
+        raise DeployError(f'test_cfg.rcnn.nms (soft_nms) sets {", ".join(unknown)}; the '
+                          f'exporter handles {", ".join(SOFT_NMS_DEFAULTS)}')
+    arguments = {**SOFT_NMS_DEFAULTS, **given}
+    if arguments['method'] not in SOFT_NMS_METHODS:
+        raise DeployError(f"soft_nms method={arguments['method']!r}: mmcv's are "
+                          f'{", ".join(SOFT_NMS_METHODS)}')
+    if test_cfg.max_per_img <= 0:
+        raise DeployError('test_cfg.rcnn.max_per_img <= 0 with soft_nms: the graph unrolls '
+                          'max_per_img soft-NMS steps, so it needs a limit (mmdet uses 100)')
+    if arguments['min_score'] > test_cfg.score_thr:
+        raise DeployError(f"soft_nms min_score={arguments['min_score']} above test_cfg.rcnn."
+                          f'score_thr={test_cfg.score_thr}: the exporter handles min_score <= '
+                          'score_thr (mmcv then drops no candidate before its first pick)')
+    return arguments
+
+
+def multiclass_soft_nms(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float,
+                        steps: int, iou_threshold: float, sigma: float, min_score: float,
+                        method: str, offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """mmcv's ``soft_nms`` within each class, as mmdet's ``multiclass_nms`` runs it:
+    ``boxes`` (C, R, 4) and ``scores`` (C, R) as ``MulticlassNMS`` takes them. Returns (K, 2)
+    int64 [class, box] of the kept pairs, at most ``steps`` of a class (unordered), and their
+    (K,) scores as soft-NMS lowered them.
+
+    Soft-NMS picks the best remaining box, lowers the others' scores by their overlap with it
+    (``method``), drops those fallen below ``min_score`` and repeats. A class's picks come in
+    non-increasing score, so the first ``steps = max_per_img`` picks of every class hold the
+    best ``max_per_img`` of all. ONNX has no soft-NMS: these steps, one Python loop for all
+    classes at once, trace to a fixed graph. The boxes are moved apart by class as mmcv's
+    ``batched_nms`` moves them (its one soft-NMS over all classes), so the overlaps are mmcv's
+    to the bit; boxes of equal score may be picked in another order."""
+    classes = scores.shape[0]
+    # one more box, never a candidate: every step has a box to look at, also without rois
+    boxes = torch.cat([boxes, boxes.new_zeros(classes, 1, 4)], 1)
+    candidate = torch.cat([scores > score_threshold,
+                           torch.zeros_like(scores[:, :1], dtype=torch.bool)], 1)
+    scores = torch.cat([scores, scores.new_zeros(classes, 1)], 1)
+    # the candidates' largest coordinate (and 0: defined without candidates), as batched_nms
+    largest = torch.where(candidate[..., None], boxes, torch.zeros_like(boxes)).max()
+    moved = boxes + (torch.arange(classes).to(boxes.dtype) * (largest + 1))[:, None, None]
+    x1, y1, x2, y2 = moved.unbind(-1)  # each (C, R + 1)
+    areas = (x2 - x1 + offset) * (y2 - y1 + offset)
+    alive = candidate & (scores >= min_score)  # min_score <= score_thr: all candidates
+    columns = torch.arange(scores.shape[1])[None, :]
+    picks, picked_scores, picked = [], [], []
+    for _ in range(steps):
+        best_score, best = torch.where(alive, scores, float('-inf')).max(dim=1)
+        pick = best[:, None]
+        picks.append(best)
+        picked_scores.append(best_score)
+        # the pick is alive wherever a box of its class is (not best_score > -inf: OpenVINO
+        # turns the -inf into the lowest float)
+        picked.append(alive.gather(1, pick)[:, 0])
+        width = (torch.minimum(x2, x2.gather(1, pick)) - torch.maximum(x1, x1.gather(1, pick))
+                 + offset).clamp(min=0)
+        height = (torch.minimum(y2, y2.gather(1, pick)) - torch.maximum(y1, y1.gather(1, pick))
+                  + offset).clamp(min=0)
+        inter = width * height
+        overlap = inter / (areas.gather(1, pick) + areas - inter)
+        if method == 'gaussian':
+            weight = torch.exp(-(overlap * overlap) / sigma)
+        else:
+            lowered = 1 - overlap if method == 'linear' else torch.zeros_like(overlap)
+            weight = torch.where(overlap >= iou_threshold, lowered, torch.ones_like(overlap))
+        scores = scores * weight
+        alive = alive & (columns != pick) & ~(scores < min_score)
+    kept = torch.nonzero(torch.stack(picked, 1))  # (K, 2) [class, step]
+    step_of = (kept[:, 0], kept[:, 1])
+    pairs = torch.stack([kept[:, 0], torch.stack(picks, 1)[step_of]], 1)
+    return pairs, torch.stack(picked_scores, 1)[step_of]
 
 
 def _roi_layer_args(layer) -> dict:
@@ -350,10 +442,16 @@ class DetectorForExport(nn.Module):
         scores = scores[:, :-1].t()  # (classes, rois)
         # at most all the rois of a class where max_per_img sets no limit
         per_class = cfg.max_per_img if cfg.max_per_img > 0 else self.proposals_per_image
-        pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
-                                    float(cfg.score_thr), int(per_class))
-        labels, index = pairs[:, 0], pairs[:, 1]
-        boxes, scores = boxes[labels, index], scores[labels, index]
+        if cfg.nms.get('type') == 'soft_nms':  # the scores soft-NMS lowered
+            pairs, scores = multiclass_soft_nms(boxes, scores, float(cfg.score_thr),
+                                                int(cfg.max_per_img), **soft_nms_arguments(cfg))
+            labels, index = pairs[:, 0], pairs[:, 1]
+            boxes = boxes[labels, index]
+        else:
+            pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
+                                        float(cfg.score_thr), int(per_class))
+            labels, index = pairs[:, 0], pairs[:, 1]
+            boxes, scores = boxes[labels, index], scores[labels, index]
         count = torch.as_tensor(scores.shape[0])
         if cfg.max_per_img > 0:
             count = torch.clamp(count, max=cfg.max_per_img)
