@@ -1,11 +1,14 @@
 """The benchmark's parts (``convnext_backbone.benchmark``) and its command line, at sizes that run
 in seconds on CPU; no timing assertions (times depend on the machine and its load)."""
 import json
+import os.path as osp
 import platform
+import re
 
 import pytest
 import timm
 import torch
+from mmengine.config import Config
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -19,7 +22,7 @@ from convnext_backbone.benchmark.peers import PEERS, build_peers, max_relative_d
 from convnext_backbone.benchmark.profile import GEMMS, OUTSIDE, model_ranges, profile_case
 from convnext_backbone.benchmark.report import STRIDE_32, to_markdown
 
-from .helpers import randomize_, run_tool
+from .helpers import ROOT, randomize_, run_tool, tool_output
 
 # One thread, here and in the tool's process: nothing here is timed, and on a shared, busy
 # machine two threads' OpenMP barriers wait for a descheduled thread (10x slower, measured).
@@ -330,3 +333,26 @@ def test_the_tool_times_dilated_cases_beside_stride_32(tmp_path):
     assert list(results['max_relative_difference']) == ['atto, stride 16']
     markdown = (tmp_path / 'out/results.md').read_text()
     assert "| ours, x stride 32 | ours, x timm's dilated |" in markdown
+
+
+# ------------------------------------------------------------------------ the deploy benchmark
+def test_deploy_benchmark_tables_the_demo_detector_and_refuses_a_resized_size(tmp_path):
+    """tools/benchmark_deploy.py on the Mask R-CNN demo (192x192, which its test resize keeps):
+    PyTorch eager and the onnxruntime file in one table, the file's detections matched to
+    PyTorch's (score_thr 0: max_per_img each); a --size the test resize changes is refused before
+    anything is exported."""
+    demo = 'configs/demo/mask_rcnn_convnext_shapes_demo.py'
+    run = run_tool(tmp_path, 'tools/benchmark_deploy.py', osp.join(ROOT, demo), '--size', '128',
+                   '128', '--variants', 'torch', 'ort-fp32', '--no-backbone', returncode=1,
+                   env=ONE_THREAD)
+    assert 'the test resize of mask_rcnn_convnext_shapes_demo.py (score_thr 0) makes it ' \
+           '192x192; give a size it keeps' in run.stderr
+    assert 'Wrote' not in run.stdout + run.stderr
+    output = tool_output(tmp_path, 'tools/benchmark_deploy.py', osp.join(ROOT, demo), '--size',
+                         '192', '192', '--variants', 'torch', 'ort-fp32', '--no-backbone',
+                         '--runs', '1', '--threads', '1')
+    rows = {line.split(' | ')[2]: line for line in output.splitlines()
+            if line.startswith('| mask_rcnn_convnext_shapes_demo.py (score_thr 0) | 192x192 |')}
+    assert set(rows) == {'torch', 'ort-fp32'} and '(reference)' in rows['torch']
+    kept = Config.fromfile(osp.join(ROOT, demo)).model.test_cfg.rcnn.max_per_img
+    assert re.search(rf'\| \d+% of {kept} detections \|$', rows['ort-fp32']), rows['ort-fp32']

@@ -147,8 +147,14 @@ class WholeModel(Case):
             cfg.model.test_cfg = dict(mode='whole')  # one forward at --size
         elif score_thr != 'config':
             cfg.model.test_cfg.rcnn.score_thr = float(score_thr)
+        image = random_image(self.size, 0)
         if self.task == 'detection':
             self.name += f' (score_thr {cfg.model.test_cfg.rcnn.score_thr:g})'
+            resized = tuple(detection_input(cfg, image)['data_samples'][0].img_shape)
+            if resized != self.size:  # every variant must see the same pixels
+                sys.exit(f'--size {self.size[0]} {self.size[1]}: the test resize of {self.name} '
+                         f'makes it {resized[0]}x{resized[1]}; give a size it keeps (one '
+                         '--size per config; the paper configs keep 800 1216)')
         with DefaultScope.overwrite_default_scope(cfg.default_scope):
             model = MODELS.build(cfg.model).eval()
         stem = osp.join(folder, osp.basename(path))
@@ -159,7 +165,6 @@ class WholeModel(Case):
                     shape=self.size if self.task == 'segmentation' else None)
         self.notes = [f'export {time.perf_counter() - start:.1f} s, '
                       f'{osp.getsize(stem + ".onnx") / 2**20:.1f} MiB']
-        image = random_image(self.size, 0)
         if any(EXPORTED[v][1] == 'int8' for v in variants if v in EXPORTED):
             from convnext_backbone.deploy.quantize import quantize_onnx
             paths = []
@@ -185,11 +190,6 @@ class WholeModel(Case):
                 self.calls[name] = lambda net=net: net.encode_decode(x, metas).argmax(1)[0].numpy()
         else:
             data = detection_input(cfg, image)
-            resized = tuple(data['data_samples'][0].img_shape)
-            if resized != self.size:  # every variant must see the same pixels
-                sys.exit(f'--size {self.size[0]} {self.size[1]}: the test resize of {self.name} '
-                         f'makes it {resized[0]}x{resized[1]}; give a size it keeps (one '
-                         '--size per config; the paper configs keep 800 1216)')
 
             def detect(net):
                 found = net.test_step(data)[0].pred_instances
@@ -244,8 +244,10 @@ class WholeModel(Case):
         ours, reference = self.outputs[variant], self.outputs['torch']
         if self.task == 'segmentation':
             return f'{100 * label_agreement(reference, ours):.2f}% pixels'
-        return (f'{100 * detection_agreement(reference, ours):.0f}% of '
-                f'{max(len(reference.boxes), len(ours.boxes))} detections')
+        count = max(len(reference.boxes), len(ours.boxes))
+        if not count:  # random weights under the config's score_thr: nothing to compare
+            return 'no detections in either'
+        return f'{100 * detection_agreement(reference, ours):.0f}% of {count} detections'
 
 
 class Backbone(Case):
