@@ -235,6 +235,29 @@ def test_masks_that_mmdets_loader_ignores(tmp_path):
                   "cannot read): mmdet's LoadAnnotations ignores those instances"), report.warnings
 
 
+def test_annotations_without_masks_refused_where_the_pipeline_loads_masks(tmp_path):
+    """Annotations without a "segmentation" (or an empty one) stop mmdet's mask loader with a
+    KeyError; the check names them and what to do where the pipeline loads masks, and passes
+    the same file for a box-only pipeline."""
+    from mmengine.registry import TRANSFORMS
+    missing, empty = box(1), box(2, image_id=2)
+    del missing['segmentation']
+    empty['segmentation'] = []
+    masks = [dict(type='LoadImageFromFile'),
+             dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]
+    cfg = coco(tmp_path, [missing, empty, box(3, image_id=2)], pipeline=masks)
+    with DefaultScope.overwrite_default_scope('mmdet'), pytest.raises(KeyError, match='mask'):
+        TRANSFORMS.build(masks[1])._process_masks(mmdet_dataset(cfg).get_data_info(0))
+    with pytest.raises(DataError, match=r'2 annotations have no mask \("segmentation" missing '
+                       r"or empty; images 1, 2\), but the pipeline's LoadAnnotations loads "
+                       r'masks \(with_mask=True\).*give every annotation a polygon or RLE, or '
+                       r'train a box-only config'):
+        check(cfg)
+    boxes_only = coco(tmp_path, [missing, empty, box(3, image_id=2)],
+                      pipeline=[masks[0], dict(masks[1], with_mask=False)])
+    assert dict(check(boxes_only).splits[0].per_class) == {0: 3}
+
+
 def test_label_maps_of_16_bits_wrap_as_mmseg_reads_them(tmp_path):
     """mmseg casts a label map to uint8: a 16-bit file's 257 is label 1 in training. The table
     counts what training sees; a warning names the file."""

@@ -218,13 +218,25 @@ def _annotation_rule(ann: dict, image: dict) -> str:
 
 
 def _warn_ignored_masks(where: str, built, pipeline, report: DataReport) -> None:
-    """Instances that the pipeline's mask loader ignores for their mask (no polygon of 3 points
-    or more, an unreadable RLE): mmdet's ``LoadAnnotations._process_masks`` decides, as in the
-    run (the whole transform would also draw every mask)."""
+    """Instances without a mask where the pipeline loads masks (an error), and those that its
+    mask loader ignores for their mask (no polygon of 3 points or more, an unreadable RLE):
+    mmdet's ``LoadAnnotations._process_masks`` decides, as in the run (the whole transform
+    would also draw every mask)."""
     from mmengine.registry import TRANSFORMS
     entry = pipeline_transform(pipeline, 'LoadAnnotations')
     if not entry or not entry.get('with_mask'):
         return
+    # mmdet's loader reads the mask of every instance, ignored ones too: KeyError without
+    without = {info['img_id']: sum('mask' not in i for i in info['instances'])
+               for info in built.data_list}
+    if sum(without.values()):
+        report.errors.append(
+            f'{where}: {sum(without.values())} annotations have no mask ("segmentation" '
+            f'missing or empty; images {shorten([i for i, n in without.items() if n])}), but '
+            "the pipeline's LoadAnnotations loads masks (with_mask=True) and mmdet stops at "
+            "the first without one (KeyError: 'mask'): give every annotation a polygon or "
+            'RLE, or train a box-only config (dino_4scale_convnext_t_12e.py, '
+            'rtmdet_l_convnext_b.py)')
     loader, count = TRANSFORMS.build(entry), 0
     for info in built.data_list:
         instances = [dict(i) for i in info['instances'] if 'mask' in i and not i['ignore_flag']]
