@@ -108,10 +108,12 @@ def test_graph_roi_align_is_mmcvs(tmp_path):
         np.testing.assert_allclose(ours, mmcv, rtol=1e-5, atol=1e-5)
 
 
-def test_multiclass_nms_takes_classes_as_batches(tmp_path):
+@pytest.mark.parametrize('shared', [False, True], ids=['boxes-per-class', 'shared-boxes'])
+def test_multiclass_nms_takes_classes_as_batches(shared, tmp_path):
     """``MulticlassNMS`` exported: one NonMaxSuppression whose batches are the classes, each
-    with its own boxes; onnxruntime and OpenVINO keep what the eager computation keeps
-    (mmcv's batched_nms), scores equal to the threshold dropped as mmdet's ``>`` drops them."""
+    with its own boxes (the R-CNN's), or one batch whose classes share its boxes (RTMDet's
+    points); onnxruntime and OpenVINO keep what the eager computation keeps (mmcv's
+    batched_nms), scores equal to the threshold dropped as mmdet's ``>`` drops them."""
     import onnx
     import onnxruntime as ort
     import openvino as ov
@@ -120,6 +122,8 @@ def test_multiclass_nms_takes_classes_as_batches(tmp_path):
     corners = torch.rand(3, 50, 2, generator=generator) * 100
     boxes = torch.cat([corners, corners + torch.rand(3, 50, 2, generator=generator) * 40 + 1],
                       -1)
+    if shared:
+        boxes = boxes[0]
     scores = torch.rand(3, 50, generator=generator)
     scores[1, 7] = 0.25  # exactly at the threshold: out, as mmdet's scores > score_thr
 
@@ -131,7 +135,8 @@ def test_multiclass_nms_takes_classes_as_batches(tmp_path):
     torch.onnx.export(Nms(), (boxes, scores), path, dynamo=False, opset_version=17,
                       input_names=['b', 's'], output_names=['pairs'])
     [node] = [n for n in onnx.load(path).graph.node if n.op_type == 'NonMaxSuppression']
-    assert node.input[0] == 'b'  # (classes, boxes, 4): the classes are the batches
+    # (classes, boxes, 4): the classes are the batches; shared: (1, boxes, 4)
+    assert (node.input[0] == 'b') != shared
     eager = Nms()(boxes, scores)
     expected = {tuple(p) for p in eager.tolist()}
     assert (1, 7) not in expected and len(expected) == len(eager)

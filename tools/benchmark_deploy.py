@@ -33,10 +33,10 @@ profiler and prints the time per operator type (docs/deploy.md's tables).
 Agreement with PyTorch: detection, the detections matched one to one (same label, box IoU >=
 0.5) over the larger count; segmentation, the label maps' equal pixels; backbone, the largest
 difference of the last stage's output over its largest magnitude. Random weights: reported,
-not asserted. Detection uses ``score_thr=0`` by default, so that each run keeps its
-``max_per_img`` (100) detections as a trained model on a busy image does; ``--score-thr
-config`` keeps the config's own (random weights then score below it: no detections, no mask
-head).
+not asserted. Detection uses ``score_thr=0`` by default (the R-CNN's, RTMDet's; DINO has
+none), so that each run keeps its ``max_per_img`` (Mask R-CNN: 100) detections as a trained
+model on a busy image does; ``--score-thr config`` keeps the config's own (random weights then
+score below it: no detections, no mask head).
 """
 import argparse
 import gc
@@ -145,11 +145,14 @@ class WholeModel(Case):
         self.task = 'detection' if cfg.default_scope == 'mmdet' else 'segmentation'
         if self.task == 'segmentation':
             cfg.model.test_cfg = dict(mode='whole')  # one forward at --size
-        elif score_thr != 'config':
-            cfg.model.test_cfg.rcnn.score_thr = float(score_thr)
         image = random_image(self.size, 0)
         if self.task == 'detection':
-            self.name += f' (score_thr {cfg.model.test_cfg.rcnn.score_thr:g})'
+            # the two-stage detectors' R-CNN test, RTMDet's own; DINO keeps max_per_img
+            test_cfg = cfg.model.test_cfg.get('rcnn', cfg.model.test_cfg)
+            if 'score_thr' in test_cfg:
+                if score_thr != 'config':
+                    test_cfg.score_thr = float(score_thr)
+                self.name += f' (score_thr {test_cfg.score_thr:g})'
             resized = tuple(detection_input(cfg, image)['data_samples'][0].img_shape)
             if resized != self.size:  # every variant must see the same pixels
                 sys.exit(f'--size {self.size[0]} {self.size[1]}: the test resize of {self.name} '
@@ -226,6 +229,8 @@ class WholeModel(Case):
             if self.task == 'detection':  # the image at its size: no resize
                 feeds.update(scale_factor=np.ones(2, np.float32),
                              original_size=np.asarray(self.size, np.int64))
+            taken = {i.name for i in session.get_inputs()}  # one-stage / DINO: no original_size
+            feeds = {name: value for name, value in feeds.items() if name in taken}
             for _ in range(runs + 1):
                 session.run(None, feeds)
             tables.append(f'{self.name} {self.size[0]}x{self.size[1]}, {variant} (onnxruntime '

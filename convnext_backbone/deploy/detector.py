@@ -152,15 +152,17 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
 
 
 class MulticlassNMS(torch.autograd.Function):
-    """NMS within each class: ``boxes`` (C, R, 4) and ``scores`` (C, R), box r of class c
-    scored ``scores[c, r]``; those scored above ``score_threshold`` take part. Returns (K, 2)
-    int64 [class, box] of the kept pairs, at most ``max_per_class`` of a class (unordered).
+    """NMS within each class: ``boxes`` (C, R, 4), or (R, 4) shared by the classes, and
+    ``scores`` (C, R), box r of class c scored ``scores[c, r]``; those scored above
+    ``score_threshold`` take part. Returns (K, 2) int64 [class, box] of the kept pairs, at most
+    ``max_per_class`` of a class (unordered).
 
     Eagerly it is mmdet's ``multiclass_nms`` before its top ``max_per_img``: the pairs above
     the threshold, ``batched_nms`` with the classes as groups. Exported (the ``symbolic``,
     which the TorchScript exporter honours) it is one ONNX ``NonMaxSuppression`` with the
-    classes as its batches, each its own R boxes; the class-offset trick would make one class
-    of C * R boxes of it, and the operator's time grows with the boxes of a class.
+    classes as its batches, each its own R boxes (shared boxes: one batch, the classes as the
+    operator's classes); the class-offset trick would make one class of C * R boxes of it,
+    and the operator's time grows with the boxes of a class.
     ``max_per_class = max_per_img`` loses nothing: the best ``max_per_img`` of all classes hold
     at most that many of one. The operator's ``score_threshold`` keeps the scores above it,
     as mmdet's ``scores > score_thr`` (onnxruntime and OpenVINO, tested: the ONNX text does
@@ -174,8 +176,8 @@ class MulticlassNMS(torch.autograd.Function):
         flat = scores.reshape(-1)
         valid = torch.nonzero(flat > score_threshold).reshape(-1)
         classes = torch.div(valid, count, rounding_mode='floor')
-        keep = valid[batched_nms(boxes.reshape(-1, 4)[valid], flat[valid], classes,
-                                 iou_threshold)]
+        candidates = boxes[valid % count] if boxes.dim() == 2 else boxes.reshape(-1, 4)[valid]
+        keep = valid[batched_nms(candidates, flat[valid], classes, iou_threshold)]
         return torch.stack([torch.div(keep, count, rounding_mode='floor'), keep % count], 1)
 
     @staticmethod
@@ -184,13 +186,18 @@ class MulticlassNMS(torch.autograd.Function):
         def constant(value, dtype):
             return g.op('Constant', value_t=torch.tensor(value, dtype=dtype))
 
-        selected = g.op('NonMaxSuppression', boxes,
-                        g.op('Unsqueeze', scores, constant([1], torch.int64)),
+        shared = boxes.type().dim() == 2
+        selected = g.op('NonMaxSuppression',
+                        g.op('Unsqueeze', boxes, constant([0], torch.int64)) if shared
+                        else boxes,
+                        g.op('Unsqueeze', scores, constant([0 if shared else 1], torch.int64)),
                         constant([max_per_class], torch.int64),
                         constant([iou_threshold], torch.float32),
                         constant([score_threshold], torch.float32))
-        # (K, 3) [batch, class, box]: the batch is the class, the operator's class is 0
-        return g.op('Gather', selected, constant([0, 2], torch.int64), axis_i=1)
+        # (K, 3) [batch, class, box]: shared boxes, the operator's class is the class (the
+        # batch 0); otherwise the batch is the class (the operator's class 0)
+        return g.op('Gather', selected, constant([1, 2] if shared else [0, 2], torch.int64),
+                    axis_i=1)
 
 
 # mmcv's soft_nms: its arguments (with their defaults) and methods

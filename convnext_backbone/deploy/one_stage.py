@@ -8,11 +8,13 @@ In the graph, as mmdet's test step computes them:
 - backbone, neck, the head's class logits (sigmoid) and box distances at every point of every
   level;
 - per level, every (point, class) pair scoring above ``score_thr`` and of those the best
-  ``nms_pre`` (``filter_scores_and_topk``);
+  ``nms_pre`` (``filter_scores_and_topk``), kept as a (classes, points) score matrix;
 - the distances decoded into boxes around their points (``DistancePointBBoxCoder``), clipped
   to the padded image (the ``img_shape`` that mmdet's ``Pad`` leaves);
 - the boxes scaled back by the resize's factors (``rescale``), the ``min_bbox_size`` filter,
-  per-class NMS (the ``batched_nms`` of ``deploy.detector``) and the best ``max_per_img``.
+  per-class NMS (``deploy.detector.MulticlassNMS``: mmcv's ``batched_nms`` of the candidates
+  eagerly, one ONNX ``NonMaxSuppression`` of the points' boxes with the classes as its
+  classes in the file) and the best ``max_per_img``.
 
 Inputs: ``image`` (1, H, W, 3) uint8 BGR after the test resize, ``scale_factor`` (2,) float32
 (w, h) of that resize. Outputs: ``boxes`` (N, 4) float32 x1 y1 x2 y2, ``scores`` (N,) and
@@ -21,14 +23,14 @@ Inputs: ``image`` (1, H, W, 3) uint8 BGR after the test resize, ``scale_factor``
 from __future__ import annotations
 
 import copy
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DeployError
-from .detector import batched_nms
+from .detector import MulticlassNMS
 from .inputs import ImageInput
 
 # What the exporter handles (mmdet's class names).
@@ -154,28 +156,22 @@ class OneStageDetectorForExport(nn.Module):
                                  self.pad_value)
         return x
 
-    def _candidates(self, cls_scores: Sequence[torch.Tensor], bbox_preds: Sequence[torch.Tensor],
-                    points: List[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
-        """Per level, the best ``nms_pre`` (point, class) pairs above ``score_thr``: their
-        scores, labels, points and distances, levels concatenated."""
-        head = self.detector.bbox_head
-        cfg = head.test_cfg
-        classes = head.cls_out_channels
-        scores, labels, kept_points, distances = [], [], [], []
-        for cls_score, bbox_pred, level_points in zip(cls_scores, bbox_preds, points):
-            level_scores = cls_score[0].permute(1, 2, 0).reshape(-1).sigmoid()  # point-major
-            level_distances = bbox_pred[0].permute(1, 2, 0).reshape(-1, 4)
-            valid = torch.nonzero(level_scores > cfg.get('score_thr', 0)).reshape(-1)
+    def _candidate_scores(self, cls_scores: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(C, P) scores of every class at every point of the levels (concatenated), but -inf
+        where the pair is not a candidate: per level the best ``nms_pre`` (point, class) pairs
+        above ``score_thr`` (``filter_scores_and_topk``). Dense, so that NMS takes the points'
+        boxes once for all classes."""
+        cfg = self.detector.bbox_head.test_cfg
+        dense = []
+        for cls_score in cls_scores:
+            level = cls_score[0].permute(1, 2, 0)  # (h, w, C): point-major pairs
+            flat = level.reshape(-1).sigmoid()
+            valid = torch.nonzero(flat > cfg.get('score_thr', 0)).reshape(-1)
             count = torch.clamp(torch.as_tensor(valid.shape[0]), max=cfg.nms_pre)
-            top, order = level_scores[valid].topk(count)
-            pairs = valid[order]
-            point = torch.div(pairs, classes, rounding_mode='floor')
-            scores.append(top)
-            labels.append(pairs - point * classes)
-            kept_points.append(level_points[point])
-            distances.append(level_distances[point])
-        return (torch.cat(scores), torch.cat(labels), torch.cat(kept_points),
-                torch.cat(distances))
+            top, order = flat[valid].topk(count)
+            kept = torch.full_like(flat, float('-inf')).scatter(0, valid[order], top)
+            dense.append(kept.reshape(-1, level.shape[-1]))
+        return torch.cat(dense).t()
 
     def forward(self, image: torch.Tensor, scale_factor: torch.Tensor):
         x = self._preprocess(image)
@@ -186,16 +182,26 @@ class OneStageDetectorForExport(nn.Module):
         points = head.prior_generator.grid_priors([s.shape[-2:] for s in cls_scores],
                                                   dtype=cls_scores[0].dtype,
                                                   device=cls_scores[0].device)
-        scores, labels, points, distances = self._candidates(cls_scores, bbox_preds, points)
-        boxes = decode_distances(points, distances, height, width,
+        scores = self._candidate_scores(cls_scores)  # (C, P)
+        distances = torch.cat([p[0].permute(1, 2, 0).reshape(-1, 4) for p in bbox_preds])
+        # every point's box (mmdet decodes the candidates' only: the same boxes)
+        boxes = decode_distances(torch.cat(points), distances, height, width,
                                  bool(getattr(head.bbox_coder, 'clip_border', True)))
         # rescale, as mmdet's scale_boxes: times the reciprocals of the factors
         boxes = boxes * (1 / scale_factor.to(boxes.dtype)).repeat(2)[None, :]
         if cfg.get('min_bbox_size', -1) >= 0:
             sizes = boxes[:, 2:] - boxes[:, :2]
-            valid = torch.nonzero((sizes[:, 0] > cfg.min_bbox_size) &
-                                  (sizes[:, 1] > cfg.min_bbox_size)).reshape(-1)
-            boxes, scores, labels = boxes[valid], scores[valid], labels[valid]
-        keep = batched_nms(boxes, scores, labels, float(cfg.nms.iou_threshold))
-        keep = keep[:cfg.max_per_img] if cfg.max_per_img > 0 else keep
-        return boxes[keep], scores[keep], labels[keep]
+            large = (sizes[:, 0] > cfg.min_bbox_size) & (sizes[:, 1] > cfg.min_bbox_size)
+            scores = torch.where(large[None, :], scores, torch.full_like(scores, float('-inf')))
+        # NMS within each class (mmdet: batched_nms of the candidates), then the best
+        # max_per_img (at most all candidates where it sets no limit)
+        per_class = cfg.max_per_img if cfg.max_per_img > 0 else scores.shape[0] * cfg.nms_pre
+        pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
+                                    float(cfg.get('score_thr', 0)), int(per_class))
+        labels, index = pairs[:, 0], pairs[:, 1]
+        boxes, scores = boxes[index], scores[labels, index]
+        count = torch.as_tensor(scores.shape[0])
+        if cfg.max_per_img > 0:
+            count = torch.clamp(count, max=cfg.max_per_img)
+        scores, order = scores.topk(count)  # best first, as batched_nms orders them
+        return boxes[order], scores, labels[order]
