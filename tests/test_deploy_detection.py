@@ -178,7 +178,8 @@ def test_multiclass_soft_nms_is_mmdets(method, tmp_path):
 
     class SoftNms(torch.nn.Module):
         def forward(self, b, s):
-            pairs, kept = multiclass_soft_nms(b, s, score_thr, steps, offset=0, **arguments)
+            pairs, kept = multiclass_soft_nms(b, s, score_thr, steps, offset=0,
+                                              split_thr=10000, **arguments)
             return b[pairs[:, 0], pairs[:, 1]], kept, pairs[:, 0]
 
     def best_first(outputs):  # as mmdet: the best max_per_img of all classes
@@ -205,6 +206,45 @@ def test_multiclass_soft_nms_is_mmdets(method, tmp_path):
     own = scores[labels, [int(np.flatnonzero((boxes[l] == b).all(1))[0])
                           for l, b in zip(labels.tolist(), dets[:, :4])]]
     assert torch.equal(own, dets[:, 4]) == (method == 'naive')  # lowered, or not
+
+
+@pytest.mark.parametrize('split_thr', [10000, 5], ids=['all-classes-at-once', 'by-class'])
+def test_soft_nms_drops_candidates_below_min_score_but_the_first(split_thr, tmp_path):
+    """score_thr below min_score: mmcv drops the candidates under min_score before they are
+    picked, but the one it picks first: the best of all (one soft-NMS of all classes) or of
+    each class (``batched_nms`` from ``split_thr`` candidates on). A class scored all below
+    min_score keeps nothing, or its best; eager and onnxruntime as mmdet."""
+    import onnxruntime as ort
+    from mmdet.models.layers import multiclass_nms
+    from convnext_backbone.deploy.detector import multiclass_soft_nms
+    generator = torch.Generator().manual_seed(3)
+    corners = torch.rand(3, 30, 2, generator=generator) * 60
+    boxes = torch.cat([corners, corners + torch.rand(3, 30, 2, generator=generator) * 40 + 1],
+                      -1)
+    scores = torch.rand(3, 30, generator=generator)
+    scores[2] *= 0.1  # class 2: all below min_score
+    nms = dict(type='soft_nms', iou_threshold=0.3, min_score=0.2, split_thr=split_thr)
+
+    class SoftNms(torch.nn.Module):
+        def forward(self, b, s):
+            pairs, kept = multiclass_soft_nms(b, s, 0.0, 100, sigma=0.5, method='linear',
+                                              offset=0, **{k: v for k, v in nms.items()
+                                                           if k != 'type'})
+            return b[pairs[:, 0], pairs[:, 1]], kept, pairs[:, 0]
+
+    dets, labels = multiclass_nms(boxes.permute(1, 0, 2).reshape(30, 12),
+                                  torch.cat([scores.t(), torch.zeros(30, 1)], 1), 0.0, nms,
+                                  max_num=100)
+    assert (labels == 2).sum() == (1 if split_thr == 5 else 0)
+    path = str(tmp_path / 'soft_nms.onnx')
+    torch.onnx.export(SoftNms(), (boxes, scores), path, dynamo=False, opset_version=17,
+                      input_names=['b', 's'], output_names=['boxes', 'scores', 'labels'])
+    for ours in (SoftNms()(boxes, scores),
+                 ort.InferenceSession(path).run(None, {'b': boxes.numpy(), 's': scores.numpy()})):
+        order = np.argsort(-np.asarray(ours[1]), kind='stable')
+        np.testing.assert_array_equal(np.asarray(ours[2])[order], labels.numpy())
+        np.testing.assert_array_equal(np.asarray(ours[0])[order], dets[:, :4].numpy())
+        np.testing.assert_allclose(np.asarray(ours[1])[order], dets[:, 4].numpy(), rtol=1e-6)
 
 
 def test_paste_masks_is_mmdets():
@@ -291,7 +331,6 @@ def test_unhandled_parts_are_refused():
     (dict(type='soft_nms', class_agnostic=True), 100, r'test_cfg.rcnn.nms \(soft_nms\) sets '
      r'class_agnostic; the exporter handles iou_threshold, sigma'),
     (dict(type='soft_nms'), -1, r'max_per_img <= 0 with soft_nms: the graph unrolls'),
-    (dict(type='soft_nms', min_score=0.5), 100, r'min_score=0.5 above test_cfg.rcnn.score_thr'),
     (dict(type='matrix_nms'), 100, r"handles R-CNN NMS of the types nms, soft_nms; this "
      r"config's test_cfg.rcnn.nms is a matrix_nms")])
 def test_soft_nms_the_graph_would_not_reproduce_is_refused(nms, max_per_img, message):

@@ -200,15 +200,17 @@ class MulticlassNMS(torch.autograd.Function):
                     axis_i=1)
 
 
-# mmcv's soft_nms: its arguments (with their defaults) and methods
-SOFT_NMS_DEFAULTS = dict(iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0)
+# mmcv's soft_nms: its arguments (with their defaults) and methods; and batched_nms's
+# split_thr (candidates from which it runs soft-NMS class by class)
+SOFT_NMS_DEFAULTS = dict(iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0,
+                         split_thr=10000)
 SOFT_NMS_METHODS = ('naive', 'linear', 'gaussian')
 
 
 def soft_nms_arguments(test_cfg) -> dict:
     """The R-CNN ``test_cfg``'s soft-NMS arguments, mmcv's defaults filled in; refused in
     words where the graph would not be mmdet's test."""
-    given = {k: v for k, v in test_cfg.nms.items() if k not in ('type', 'split_thr')}
+    given = {k: v for k, v in test_cfg.nms.items() if k != 'type'}
     unknown = sorted(set(given) - set(SOFT_NMS_DEFAULTS))
     if unknown:
         raise DeployError(f'test_cfg.rcnn.nms (soft_nms) sets {", ".join(unknown)}; the '
@@ -220,16 +222,13 @@ def soft_nms_arguments(test_cfg) -> dict:
     if test_cfg.max_per_img <= 0:
         raise DeployError('test_cfg.rcnn.max_per_img <= 0 with soft_nms: the graph unrolls '
                           'max_per_img soft-NMS steps, so it needs a limit (mmdet uses 100)')
-    if arguments['min_score'] > test_cfg.score_thr:
-        raise DeployError(f"soft_nms min_score={arguments['min_score']} above test_cfg.rcnn."
-                          f'score_thr={test_cfg.score_thr}: the exporter handles min_score <= '
-                          'score_thr (mmcv then drops no candidate before its first pick)')
     return arguments
 
 
 def multiclass_soft_nms(boxes: torch.Tensor, scores: torch.Tensor, score_threshold: float,
                         steps: int, iou_threshold: float, sigma: float, min_score: float,
-                        method: str, offset: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                        method: str, offset: int,
+                        split_thr: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """mmcv's ``soft_nms`` within each class, as mmdet's ``multiclass_nms`` runs it:
     ``boxes`` (C, R, 4) and ``scores`` (C, R) as ``MulticlassNMS`` takes them. Returns (K, 2)
     int64 [class, box] of the kept pairs, at most ``steps`` of a class (unordered), and their
@@ -241,7 +240,10 @@ def multiclass_soft_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thresho
     best ``max_per_img`` of all. ONNX has no soft-NMS: these steps, one Python loop for all
     classes at once, trace to a fixed graph. The boxes are moved apart by class as mmcv's
     ``batched_nms`` moves them (its one soft-NMS over all classes), so the overlaps are mmcv's
-    to the bit; boxes of equal score may be picked in another order."""
+    to the bit; boxes of equal score may be picked in another order. Candidates below
+    ``min_score`` (where ``score_thr`` is lower) are dropped before the first pick, as mmcv
+    drops them, but the one it picks first: the best of all, or of each class from
+    ``split_thr`` candidates on (``batched_nms`` then runs soft-NMS class by class)."""
     classes = scores.shape[0]
     # one more box, never a candidate: every step has a box to look at, also without rois
     boxes = torch.cat([boxes, boxes.new_zeros(classes, 1, 4)], 1)
@@ -253,8 +255,14 @@ def multiclass_soft_nms(boxes: torch.Tensor, scores: torch.Tensor, score_thresho
     moved = boxes + (torch.arange(classes).to(boxes.dtype) * (largest + 1))[:, None, None]
     x1, y1, x2, y2 = moved.unbind(-1)  # each (C, R + 1)
     areas = (x2 - x1 + offset) * (y2 - y1 + offset)
-    alive = candidate & (scores >= min_score)  # min_score <= score_thr: all candidates
     columns = torch.arange(scores.shape[1])[None, :]
+    masked = torch.where(candidate, scores, torch.full_like(scores, float('-inf')))
+    first_of_class = columns == masked.argmax(1, keepdim=True)
+    first_of_all = (torch.arange(masked.numel()) == masked.reshape(-1).argmax()).reshape(
+        masked.shape)
+    split = candidate.sum() >= split_thr  # (onnxruntime has no Where of booleans)
+    first = (split & first_of_class) | (~split & first_of_all)
+    alive = candidate & ((scores >= min_score) | first)
     picks, picked_scores, picked = [], [], []
     for _ in range(steps):
         best_score, best = torch.where(alive, scores, float('-inf')).max(dim=1)
