@@ -276,6 +276,12 @@ def test_cuda_defaults_are_every_precision_and_layout():
     assert cpu.precisions == ['fp32'] and cpu.memory_formats == ['contiguous']
 
 
+def test_a_size_without_its_width_is_refused_in_words(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(['--sizes', '512'])
+    assert '--sizes 512: expected HEIGHTxWIDTH, e.g. 512x512' in capsys.readouterr().err
+
+
 def test_the_tool_runs_its_smallest_case_and_writes_both_reports(tmp_path):
     glibc = platform.libc_ver()[0] == 'glibc'
     run = run_tool(tmp_path, 'tools/benchmark.py', '--archs', 'atto', '--sizes', '64x64',

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from datetime import date
@@ -90,6 +91,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if unknown:
             parser.error(f'unknown --peers {sorted(unknown)}; expected some of '
                          + ', '.join(PEERS))
+    for text in args.sizes:
+        if not re.fullmatch(r'[1-9]\d*x[1-9]\d*', text):
+            parser.error(f'--sizes {text}: expected HEIGHTxWIDTH, e.g. 512x512 or 800x1216')
     return args
 
 
