@@ -52,8 +52,18 @@ class GRN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # L2 norm over space per channel, divided by its mean over channels.
-        gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
+        # L2 norm over space per channel, divided by its mean over channels. The sum of
+        # squares is a (1, HW) x (HW, C) product with ones: on CPU, torch's vector_norm and
+        # onnxruntime's ReduceL2 over the leading spatial axes of channels-last tensors run
+        # several times slower than that GEMV (docs/speed.md#grn-convnext-v2).
+        # In float32 under autocast, as autocast runs vector_norm: a whole map's squares
+        # overflow float16.
+        autocast = torch.is_autocast_enabled(x.device.type)
+        n, h, w, c = x.shape
+        with torch.autocast(x.device.type, enabled=False):
+            flat = x.reshape(n, h * w, c).float() if autocast else x.reshape(n, h * w, c)
+            gx = torch.matmul(flat.new_ones(n, 1, h * w), flat * flat).sqrt()
+        gx = gx.reshape(n, 1, 1, c)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
         return torch.addcmul(self.beta, self.gamma, x * nx) + x
 

@@ -364,3 +364,32 @@ def test_torch_compile_sees_one_graph(mode, output_stride):
         explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+# ----------------------------------------------------------------------------------- GRN
+def _grn_by_norm(grn, x):
+    """GRN as the official code writes it (the norm by ``vector_norm``), in float32."""
+    gx = torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + grn.eps)
+    return torch.addcmul(grn.beta, grn.gamma, x * nx) + x
+
+
+@pytest.mark.parametrize('dtype', [None, torch.float16, torch.bfloat16])
+def test_grn_sum_of_squares_as_a_product_is_the_norms(dtype):
+    """GRN's sum of squares as a product with ones (docs/speed.md) is the official norm's up to
+    rounding; under autocast it runs in float32 as autocast runs the norm, so a map whose
+    squares overflow float16 stays finite (float16 products would give inf)."""
+    from convnext_backbone.backbone import GRN
+    grn = randomize_(GRN(64))
+    x = torch.randn(2, 40, 50, 64, generator=torch.Generator().manual_seed(0)) * 300
+    if dtype is None:
+        torch.testing.assert_close(grn(x), _grn_by_norm(grn, x), rtol=1e-5, atol=1e-3)
+        return
+    half = x.to(dtype)
+    flat = half.reshape(2, -1, 64)
+    squares = torch.matmul(flat.new_ones(2, 1, flat.shape[1]), flat * flat)
+    assert torch.isfinite(squares).all() == (dtype == torch.bfloat16)  # float16 overflows
+    with torch.autocast('cpu', dtype=dtype):
+        ours = grn(half)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, _grn_by_norm(grn, half.float()), rtol=1e-5, atol=1e-3)
