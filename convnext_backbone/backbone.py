@@ -37,6 +37,11 @@ KERNEL_SIZE = 7  # of the depthwise convolutions
 LN_EPS = 1e-6  # the paper's LayerNorm epsilon, everywhere
 
 
+def _sum_of_squares(flat: torch.Tensor) -> torch.Tensor:
+    """(N, HW, C) -> (N, 1, C): the squares summed over HW, as a product with ones (``GRN``)."""
+    return torch.matmul(flat.new_ones(flat.shape[0], 1, flat.shape[1]), flat * flat)
+
+
 class GRN(nn.Module):
     """Global Response Normalization of ConvNeXt V2, on channels-last (N, H, W, C) input.
 
@@ -56,14 +61,16 @@ class GRN(nn.Module):
         # squares is a (1, HW) x (HW, C) product with ones: on CPU, torch's vector_norm and
         # onnxruntime's ReduceL2 over the leading spatial axes of channels-last tensors run
         # several times slower than that GEMV (docs/speed.md#grn-convnext-v2).
-        # In float32 under autocast, as autocast runs vector_norm: a whole map's squares
-        # overflow float16.
-        autocast = torch.is_autocast_enabled(x.device.type)
         n, h, w, c = x.shape
-        with torch.autocast(x.device.type, enabled=False):
-            flat = x.reshape(n, h * w, c).float() if autocast else x.reshape(n, h * w, c)
-            gx = torch.matmul(flat.new_ones(n, 1, h * w), flat * flat).sqrt()
-        gx = gx.reshape(n, 1, 1, c)
+        flat = x.reshape(n, h * w, c)
+        device = x.device.type  # (the meta device has no autocast)
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            # in float32, as autocast runs vector_norm: a map's squares overflow float16
+            with torch.autocast(device, enabled=False):
+                gx = _sum_of_squares(flat.float())
+        else:
+            gx = _sum_of_squares(flat)
+        gx = gx.sqrt().reshape(n, 1, 1, c)
         nx = gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
         return torch.addcmul(self.beta, self.gamma, x * nx) + x
 
