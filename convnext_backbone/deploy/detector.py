@@ -25,6 +25,7 @@ the original image, best first.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import List, Sequence, Tuple
 
@@ -200,22 +201,26 @@ class MulticlassNMS(torch.autograd.Function):
                     axis_i=1)
 
 
-# mmcv's soft_nms: its arguments (with their defaults) and methods; and batched_nms's
-# split_thr (candidates from which it runs soft-NMS class by class)
-SOFT_NMS_DEFAULTS = dict(iou_threshold=0.3, sigma=0.5, min_score=1e-3, method='linear', offset=0,
-                         split_thr=10000)
+# mmcv's soft_nms methods (named inside its function body); and mmcv's batched_nms's
+# split_thr default (candidates from which it runs the NMS class by class)
 SOFT_NMS_METHODS = ('naive', 'linear', 'gaussian')
+SPLIT_THR = 10000
 
 
 def soft_nms_arguments(test_cfg) -> dict:
-    """The R-CNN ``test_cfg``'s soft-NMS arguments, mmcv's defaults filled in; refused in
-    words where the graph would not be mmdet's test."""
+    """The R-CNN ``test_cfg``'s soft-NMS arguments, with mmcv's ``soft_nms`` defaults (read
+    from its signature) filled in; refused in words where the graph would not be mmdet's
+    test."""
+    from mmcv.ops import soft_nms
+    defaults = {name: p.default for name, p in inspect.signature(soft_nms).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    defaults['split_thr'] = SPLIT_THR
     given = {k: v for k, v in test_cfg.nms.items() if k != 'type'}
-    unknown = sorted(set(given) - set(SOFT_NMS_DEFAULTS))
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise DeployError(f'test_cfg.rcnn.nms (soft_nms) sets {", ".join(unknown)}; the '
-                          f'exporter handles {", ".join(SOFT_NMS_DEFAULTS)}')
-    arguments = {**SOFT_NMS_DEFAULTS, **given}
+                          f'exporter handles {", ".join(defaults)}')
+    arguments = {**defaults, **given}
     if arguments['method'] not in SOFT_NMS_METHODS:
         raise DeployError(f"soft_nms method={arguments['method']!r}: mmcv's are "
                           f'{", ".join(SOFT_NMS_METHODS)}')
@@ -457,16 +462,15 @@ class DetectorForExport(nn.Module):
         scores = scores[:, :-1].t()  # (classes, rois)
         # at most all the rois of a class where max_per_img sets no limit
         per_class = cfg.max_per_img if cfg.max_per_img > 0 else self.proposals_per_image
-        if cfg.nms.get('type') == 'soft_nms':  # the scores soft-NMS lowered
-            pairs, scores = multiclass_soft_nms(boxes, scores, float(cfg.score_thr),
-                                                int(cfg.max_per_img), **soft_nms_arguments(cfg))
-            labels, index = pairs[:, 0], pairs[:, 1]
-            boxes = boxes[labels, index]
+        if cfg.nms.get('type') == 'soft_nms':  # the kept pairs' scores as soft-NMS lowered them
+            pairs, kept = multiclass_soft_nms(boxes, scores, float(cfg.score_thr),
+                                              int(cfg.max_per_img), **soft_nms_arguments(cfg))
         else:
             pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
                                         float(cfg.score_thr), int(per_class))
-            labels, index = pairs[:, 0], pairs[:, 1]
-            boxes, scores = boxes[labels, index], scores[labels, index]
+            kept = scores[pairs[:, 0], pairs[:, 1]]
+        labels, index = pairs[:, 0], pairs[:, 1]
+        boxes, scores = boxes[labels, index], kept
         count = torch.as_tensor(scores.shape[0])
         if cfg.max_per_img > 0:
             count = torch.clamp(count, max=cfg.max_per_img)

@@ -195,7 +195,7 @@ class OneStageDetectorForExport(nn.Module):
             scores = torch.where(large[None, :], scores, torch.full_like(scores, float('-inf')))
         # NMS within each class (mmdet: batched_nms of the candidates), then the best
         # max_per_img (at most all candidates where it sets no limit)
-        per_class = cfg.max_per_img if cfg.max_per_img > 0 else scores.shape[0] * cfg.nms_pre
+        per_class = cfg.max_per_img if cfg.max_per_img > 0 else len(cls_scores) * cfg.nms_pre
         pairs = MulticlassNMS.apply(boxes, scores, float(cfg.nms.iou_threshold),
                                     float(cfg.get('score_thr', 0)), int(per_class))
         labels, index = pairs[:, 0], pairs[:, 1]
